@@ -1,0 +1,36 @@
+"""The ``timm-identity`` command: one entry point, one sub-command per tool.
+
+Each tool module defines ``add_parser(subparsers)``, which adds its sub-command and sets
+``func`` (called with the parsed arguments) as the parser's default.
+"""
+import argparse
+import importlib
+import sys
+
+# (module that defines add_parser) in the order `--help` lists them
+COMMAND_MODULES = (
+    'timm_identity.report',
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='timm-identity',
+        description='Hardt & Ma, "Identity Matters in Deep Learning" (ICLR 2017) as timm models, '
+                    'trainers and runnable theory.',
+    )
+    subparsers = parser.add_subparsers(dest='command', metavar='COMMAND')
+    subparsers.required = True
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).add_parser(subparsers)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    result = args.func(args)
+    return int(result or 0)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
