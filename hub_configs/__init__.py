@@ -1,0 +1,1 @@
+"""Pretrained-tag folders in Hub form; read by timm_identity.models (see README.md here)."""

@@ -1,0 +1,1 @@
+"""Dataset readers (official CIFAR archives, ImageNet folders) and webdataset shard tools."""
