@@ -1,0 +1,290 @@
+"""All-convolutional residual networks of Hardt & Ma, "Identity Matters in Deep Learning" (ICLR 2017).
+
+Section 4 of the paper: a stem conv, stages of residual blocks ``x + C2(ReLU(C1 x))`` with the tiny
+init ``sigma = 1/(k^2 c)``, a global average pool and a fixed random projection to the logits. No batch
+norm, no dropout, no max pool.
+
+``allconv_resnet_cifar`` is Table 1 exactly (55 convs, 13,538,736 conv weights). ``allconv_resnet_imagenet``
+is our reading of the paper's "all-convolutional variant of the 34-layer network" (35.7M trainable
+parameters): ResNet-34's stages (3, 4, 6, 3 blocks at 64, 128, 256, 512 channels) with the max pool
+replaced by a stride-2 first block, plus a fifth stage of 3 blocks at 512 channels and stride 1
+(35,251,392 conv weights, 1.3 % under 35.7M). See MODEL_CARD.md for every choice the paper leaves open.
+
+Pretrained tags are generated from the ``config.json`` files in the repository's ``hub_configs/``.
+"""
+import json
+from importlib import resources
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from timm.layers import SelectAdaptivePool2d, get_norm_layer
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+
+from .fixed_projection import HEAD_TYPES, create_classifier
+from .residual_block import AllConvResidualBlock, init_conv_
+
+__all__ = ['AllConvResNet', 'ARCH_DEFAULTS', 'load_hub_configs']
+
+# Architecture defaults of the two registered models; `timm.create_model(name, **kwargs)` overrides any.
+ARCH_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    'allconv_resnet_cifar': dict(  # Table 1
+        depths=(9, 9, 9), widths=(64, 128, 256), strides=(1, 2, 2),
+        stem_chs=16, stem_kernel_size=3, stem_stride=1,
+    ),
+    'allconv_resnet_imagenet': dict(  # our reading of the all-conv ResNet-34 variant (SPEC.md §3)
+        depths=(3, 4, 6, 3, 3), widths=(64, 128, 256, 512, 512), strides=(2, 2, 2, 2, 1),
+        stem_chs=64, stem_kernel_size=7, stem_stride=2,
+    ),
+}
+
+
+class AllConvResNet(nn.Module):
+    """Stem conv -> stages of ``AllConvResidualBlock`` -> global average pool -> classifier.
+
+    Args:
+        depths: residual blocks per stage.
+        widths: output channels per stage.
+        strides: stride of each stage's first block (carried by its ``C1`` and its shortcut).
+        stem_chs, stem_kernel_size, stem_stride: the single standard conv in front (no activation after
+            it: the residual stream starts linear, as ``h_0 = A_0 x`` in Section 3).
+        kernel_size: kernel of the residual convs.
+        num_classes: classes; 0 gives no classifier (features only).
+        in_chans: input channels.
+        global_pool: timm pool type for the head ('avg' in the paper; '' to keep the spatial map).
+        head: 'fixed' (the paper's untrained random projection) or 'linear' (trainable, for fine-tuning).
+        head_seed: seed of the fixed projection.
+        init: residual conv init, 'paper' (sigma = 1/(k^2 c)), 'standard' (1/(k sqrt c)) or 'zero'.
+        shortcut: 'avgpool' (average pool + zero channel padding, the paper's) or 'proj' (1x1 conv).
+        norm_layer: optional norm after each residual conv (an ablation; None in the paper).
+        conv_bias: biases on the convs (ours: yes, zero-initialised; the paper does not say).
+        drop_rate: dropout before the classifier (an ablation; 0 in the paper, so no Dropout module exists).
+    """
+
+    def __init__(
+            self,
+            depths: Sequence[int] = (9, 9, 9),
+            widths: Sequence[int] = (64, 128, 256),
+            strides: Sequence[int] = (1, 2, 2),
+            stem_chs: int = 16,
+            stem_kernel_size: int = 3,
+            stem_stride: int = 1,
+            kernel_size: int = 3,
+            num_classes: int = 10,
+            in_chans: int = 3,
+            global_pool: str = 'avg',
+            head: str = 'fixed',
+            head_seed: int = 0,
+            init: str = 'paper',
+            shortcut: str = 'avgpool',
+            norm_layer: Optional[Union[str, Callable[[int], nn.Module]]] = None,
+            conv_bias: bool = True,
+            drop_rate: float = 0.,
+    ):
+        super().__init__()
+        if not (len(depths) == len(widths) == len(strides)):
+            raise ValueError(f'depths, widths and strides must have one entry per stage, '
+                             f'got {len(depths)}, {len(widths)}, {len(strides)}.')
+        if head not in HEAD_TYPES:
+            raise ValueError(f"Unknown head {head!r}; expected one of {HEAD_TYPES}.")
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.head_type = head
+        self.head_seed = head_seed
+        self.drop_rate = drop_rate
+        self.grad_checkpointing = False
+        norm_layer = get_norm_layer(norm_layer)
+
+        self.stem = nn.Conv2d(in_chans, stem_chs, stem_kernel_size, stride=stem_stride,
+                              padding=stem_kernel_size // 2, bias=conv_bias)
+        init_conv_(self.stem, 'standard')
+        reduction = stem_stride
+        self.feature_info = [dict(num_chs=stem_chs, reduction=reduction, module='stem')]
+
+        stages = []
+        prev_chs = stem_chs
+        for stage_idx, (depth, width, stride) in enumerate(zip(depths, widths, strides)):
+            blocks = []
+            for block_idx in range(depth):
+                blocks.append(AllConvResidualBlock(
+                    prev_chs, width, stride=stride if block_idx == 0 else 1, kernel_size=kernel_size,
+                    bias=conv_bias, shortcut=shortcut, init=init, norm_layer=norm_layer,
+                ))
+                prev_chs = width
+            reduction *= stride
+            stages.append(nn.Sequential(*blocks))
+            self.feature_info.append(dict(num_chs=width, reduction=reduction, module=f'stages.{stage_idx}'))
+        self.stages = nn.Sequential(*stages)
+        # smallest input for which every stage still sees at least one full-stride output pixel
+        self.min_input_size = reduction
+        self.num_features = self.head_hidden_size = prev_chs
+
+        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.head_drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+        self.fc = create_classifier(self.num_features * self.global_pool.feat_mult(), num_classes, head, head_seed)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(stem=r'^stem', blocks=r'^stages\.(\d+)' if coarse else r'^stages\.(\d+)\.(\d+)')
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None, head: Optional[str] = None) -> None:
+        """New classifier for ``num_classes`` (a new fixed projection, or ``head='linear'`` for a trainable one)."""
+        self.num_classes = num_classes
+        if head is not None:
+            if head not in HEAD_TYPES:
+                raise ValueError(f"Unknown head {head!r}; expected one of {HEAD_TYPES}.")
+            self.head_type = head
+        if global_pool is not None:
+            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        device = self.stem.weight.device
+        self.fc = create_classifier(
+            self.num_features * self.global_pool.feat_mult(), num_classes, self.head_type, self.head_seed).to(device)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        """Clear errors for inputs the network cannot take (instead of a shape error deep inside)."""
+        if x.ndim != 4:
+            raise ValueError(f'{type(self).__name__} expects a 4-D NCHW batch, got shape {tuple(x.shape)}.')
+        if x.shape[1] != self.in_chans:
+            raise ValueError(
+                f'{type(self).__name__} was built for {self.in_chans} input channels but got {x.shape[1]} '
+                f'(input shape {tuple(x.shape)}); create it with in_chans={x.shape[1]} to change that.')
+        if x.shape[2] < self.min_input_size or x.shape[3] < self.min_input_size:
+            raise ValueError(
+                f'Input of {x.shape[2]}x{x.shape[3]} pixels is too small for this network\'s total '
+                f'downsampling of {self.min_input_size}x: height and width must be at least {self.min_input_size}.')
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        x = self.stem(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            for stage in self.stages:
+                x = checkpoint_seq(stage, x)
+        else:
+            x = self.stages(x)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.global_pool(x)
+        x = self.head_drop(x)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Features of the stem (index 0) and of each stage (1..num_stages), timm's intermediates API."""
+        if output_fmt != 'NCHW':
+            raise ValueError(f'Only NCHW output is supported, got {output_fmt!r}.')
+        take_indices, max_index = feature_take_indices(len(self.stages) + 1, indices)
+        self._check_input(x)
+        intermediates = []
+        x = self.stem(x)
+        if 0 in take_indices:
+            intermediates.append(x)
+        stages = self.stages[:max_index] if stop_early else self.stages
+        for stage_idx, stage in enumerate(stages, start=1):
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint_seq(stage, x)
+            else:
+                x = stage(x)
+            if stage_idx in take_indices:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Drop the stages (and head) after the last index that ``forward_intermediates`` will take."""
+        take_indices, max_index = feature_take_indices(len(self.stages) + 1, indices)
+        self.stages = self.stages[:max_index]
+        if prune_head:
+            self.reset_classifier(0, '')
+        return take_indices
+
+
+def _hub_config_dirs():
+    return [d for d in sorted(resources.files('timm_identity.hub_configs').iterdir(), key=lambda p: p.name)
+            if d.is_dir() and (d / 'config.json').is_file()]
+
+
+def load_hub_configs() -> Dict[str, Dict[str, Any]]:
+    """``{'<architecture>.<tag>': pretrained_cfg}`` from ``hub_configs/<architecture>.<tag>/config.json``.
+
+    Each ``config.json`` is in the form timm's ``save_for_hf`` writes (and the Hub repo holds), so the
+    pretrained cfg registered with timm is exactly the one a user downloads.
+    """
+    cfgs = {}
+    for folder in _hub_config_dirs():
+        architecture, sep, tag = folder.name.partition('.')
+        hub_cfg = json.loads((folder / 'config.json').read_text())
+        if not sep or hub_cfg.get('architecture') != architecture:
+            raise ValueError(f'{folder}: folder must be named <architecture>.<tag> and match its config.json '
+                             f'architecture ({hub_cfg.get("architecture")!r}).')
+        cfg = dict(hub_cfg['pretrained_cfg'])
+        cfg['num_classes'] = hub_cfg.get('num_classes', cfg.get('num_classes'))
+        if 'label_names' in hub_cfg:
+            cfg['label_names'] = hub_cfg['label_names']
+        for key in ('input_size', 'test_input_size', 'min_input_size', 'pool_size', 'mean', 'std'):
+            if cfg.get(key) is not None:
+                cfg[key] = tuple(cfg[key])
+        cfgs[folder.name] = cfg
+    return cfgs
+
+
+def _create_allconv_resnet(variant: str, pretrained: bool = False, **kwargs) -> AllConvResNet:
+    model_args = {**ARCH_DEFAULTS[variant], **kwargs}
+    return build_model_with_cfg(
+        AllConvResNet, variant, pretrained,
+        feature_cfg=dict(flatten_sequential=True, out_indices=tuple(range(len(model_args['depths']) + 1))),
+        **model_args,
+    )
+
+
+def _cfg(**kwargs) -> Dict[str, Any]:
+    return {
+        'url': '', 'num_classes': 10, 'input_size': (3, 32, 32), 'pool_size': (8, 8),
+        'crop_pct': 1.0, 'interpolation': 'bilinear', 'mean': (0.4914, 0.4822, 0.4465),
+        'std': (0.2470, 0.2435, 0.2616), 'first_conv': 'stem', 'classifier': 'fc', 'license': 'apache-2.0',
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({name: _cfg(**cfg) for name, cfg in load_hub_configs().items()})
+
+
+@register_model
+def allconv_resnet_cifar(pretrained: bool = False, **kwargs) -> AllConvResNet:
+    """Table 1: 3x3 stem 3->16, stages of 9 blocks at 64/128/256 channels (strides 1, 2, 2), 8x8 avg pool,
+    fixed random projection 256 -> num_classes. 55 convs, 13,538,736 conv weights."""
+    return _create_allconv_resnet('allconv_resnet_cifar', pretrained, **kwargs)
+
+
+@register_model
+def allconv_resnet_imagenet(pretrained: bool = False, **kwargs) -> AllConvResNet:
+    """All-conv ResNet-34 variant (our reading): 7x7/2 stem 3->64, stages of 3, 4, 6, 3, 3 blocks at
+    64/128/256/512/512 channels (strides 2, 2, 2, 2, 1), global avg pool, fixed random projection
+    512 -> num_classes. 35,251,392 conv weights."""
+    return _create_allconv_resnet('allconv_resnet_imagenet', pretrained, **kwargs)
