@@ -9,11 +9,15 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import re
 import sys
 import time
+from collections.abc import Callable
+
+from .errors import DatasetFormatError
 
 _SIZE = re.compile(r'^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$', re.IGNORECASE)
 _UNITS = {'': 1, 'b': 1, 'k': 1e3, 'm': 1e6, 'g': 1e9, 't': 1e12}
@@ -67,6 +71,19 @@ def _writer_kwargs(args: argparse.Namespace) -> dict:
                 seed=None if args.no_shuffle else args.seed, progress=not args.no_progress)
 
 
+def _clear_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Expected data problems (missing files, bad md5, wrong layout) end the command with one clear line
+    on stderr and exit status 1 instead of a traceback."""
+    @functools.wraps(run)
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except (DatasetFormatError, FileNotFoundError) as e:
+            print(f'timm-identity shards {args.shards_command}: error: {e}', file=sys.stderr)
+            return 1
+    return wrapped
+
+
 def _report_written(info: dict, out_dir: str, seconds: float) -> None:
     total = 0
     for split, entry in info['splits'].items():
@@ -76,6 +93,7 @@ def _report_written(info: dict, out_dir: str, seconds: float) -> None:
     print(f'wrote {os.path.join(out_dir, "_info.json")} ({info["num_classes"]} classes) in {seconds:.1f} s')
 
 
+@_clear_errors
 def _run_cifar(args: argparse.Namespace) -> int:
     from .cifar import load_cifar
     from .shards import PixelSample, write_dataset
@@ -98,6 +116,7 @@ def _run_cifar(args: argparse.Namespace) -> int:
     return 0
 
 
+@_clear_errors
 def _run_imagenet(args: argparse.Namespace) -> int:
     from .imagenet import list_imagenet
     from .shards import write_dataset
