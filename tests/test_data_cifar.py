@@ -4,6 +4,7 @@ import logging
 import os
 import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,7 +84,7 @@ def test_md5_check_off_reads_and_warns(tiny10, caplog):
 
 def test_truncated_archive_is_a_clear_error(tiny10, tmp_path):
     truncated = tmp_path / 'cifar-10-python.tar.gz'
-    data = open(tiny10.archive, 'rb').read()
+    data = Path(tiny10.archive).read_bytes()
     truncated.write_bytes(data[: len(data) // 2])
     with pytest.raises(DatasetFormatError, match=r'truncated'):
         load_cifar(truncated, 'cifar10', 'train', verify_md5=False)

@@ -3,6 +3,7 @@ import io
 import json
 import os
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,7 +121,7 @@ def test_parallel_workers_write_the_same_shards(tiny, tmp_path):
 
 def test_bad_source_fails_cleanly_leaving_nothing_finished(tiny, tmp_path, capsys):
     truncated = tmp_path / 'cifar-10-python.tar.gz'
-    truncated.write_bytes(open(tiny.archive, 'rb').read()[:5000])
+    truncated.write_bytes(Path(tiny.archive).read_bytes()[:5000])
     out = tmp_path / 'shards'
     assert shard_cifar(truncated, out) == 1
     assert f'shards cifar: error: {truncated}: cannot read the archive, it is truncated' in capsys.readouterr().err

@@ -159,11 +159,13 @@ class _ArchiveSource:
     def __init__(self, path: str, folder_name: str):
         self.path = path
         self.folder_name = folder_name
+        self.tar = None
         try:
             self.tar = tarfile.open(path, 'r:gz')
             # reading the whole member list detects truncation/corruption early, with the archive named
             self.members = {m.name: m for m in self.tar.getmembers()}
         except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+            self.close()
             raise DatasetFormatError(
                 f'{path}: cannot read the archive, it is truncated or not a .tar.gz ({type(e).__name__}: {e})') from e
 
@@ -191,7 +193,8 @@ class _ArchiveSource:
         return _unpickle(io.BytesIO(data), self.describe(member))
 
     def close(self) -> None:
-        self.tar.close()
+        if self.tar is not None:
+            self.tar.close()
 
 
 def _open_source(root: str, layout: CifarLayout, verify_md5: bool) -> _FolderSource | _ArchiveSource:
