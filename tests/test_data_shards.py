@@ -202,3 +202,12 @@ def test_help_of_every_command(capsys):
             main([*argv, '--help'])
         assert e.value.code == 0
         assert 'usage: timm-identity shards' in capsys.readouterr().out
+
+
+def test_tools_make_shards_script(tmp_path):
+    import subprocess
+    import sys
+    script = os.path.join(os.path.dirname(__file__), '..', 'tools', 'make_shards.py')
+    result = subprocess.run([sys.executable, script, 'verify', str(tmp_path), '--no-progress'],
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and '_info.json: missing' in result.stderr

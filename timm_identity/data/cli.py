@@ -216,9 +216,3 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     verify.set_defaults(func=_run_verify)
 
     return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``tools/make_shards.py`` entry: ``timm-identity shards`` with ``argv``."""
-    from timm_identity.cli import main as cli_main
-    return cli_main(['shards', *(sys.argv[1:] if argv is None else argv)])
