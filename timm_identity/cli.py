@@ -10,6 +10,7 @@ import sys
 # (module that defines add_parser) in the order `--help` lists them
 COMMAND_MODULES = (
     'timm_identity.report',
+    'timm_identity.data.cli',
 )
 
 
