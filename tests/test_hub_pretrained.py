@@ -49,7 +49,7 @@ CHILD = textwrap.dedent('''
 ''')
 
 
-def test_pretrained_true_offline_from_hf_cache_real_model(tmp_path):
+def test_pretrained_true_offline_from_hf_cache_real_model(tmp_path, monkeypatch):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the child too: same kernels, bit-identical logits
     try:
@@ -66,6 +66,16 @@ def test_pretrained_true_offline_from_hf_cache_real_model(tmp_path):
             torch.save(dict(x=x, y=model(x)), tmp_path / 'ref.pt')
     finally:
         torch.set_num_threads(threads)
+
+    # the written hub_configs/<arch>.<tag>/config.json still makes the same registered pretrained cfg
+    from timm_identity.models import allconv_resnet
+    monkeypatch.setattr(allconv_resnet, '_hub_config_dirs', lambda: [folder])
+    cfgs = allconv_resnet.load_hub_configs()
+    timm.models.generate_default_cfgs({k: allconv_resnet._cfg(**v) for k, v in cfgs.items()})
+    new, registered = cfgs['allconv_resnet_cifar.cifar10'], model.pretrained_cfg
+    for key in ('hf_hub_id', 'num_classes', 'label_names', 'input_size', 'mean', 'std', 'classifier', 'tag'):
+        norm = lambda v: tuple(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
+        assert norm(new[key]) == norm(registered[key]), key
 
     repo = cache / 'models--timm-identity--allconv_resnet_cifar.cifar10'
     commit = (repo / 'refs' / 'main').read_text()

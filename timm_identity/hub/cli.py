@@ -72,9 +72,9 @@ def _publish(args: argparse.Namespace) -> int:
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         'export', help='training checkpoint -> Hub-form folder (config.json, model.safetensors, README.md)',
-        description='Export a training checkpoint to a folder in exactly the form of its Hugging Face Hub repo: '
-                    'config.json (timm save_for_hf), model.safetensors and a README.md model card. Written under '
-                    'a temporary name and renamed at the end; reloaded and checked before that.',
+        description='Export a training checkpoint to a folder in exactly the form of its Hugging Face Hub\n'
+                    'repo: config.json (timm save_for_hf), model.safetensors and a README.md model card.\n'
+                    'Written under a temporary name, reloaded and checked, then renamed into place.',
         epilog=EXPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('checkpoint', help='weights: .safetensors state dict, or a torch checkpoint (.pth.tar, .pth), '
                                       'read with weights_only=True')
@@ -106,8 +106,8 @@ def add_parser(subparsers) -> None:
 
     p = subparsers.add_parser(
         'publish', help='push an exported folder to a Hugging Face Hub model repo',
-        description='Push a folder made by `timm-identity export` to a Hub model repo as one commit. Checks '
-                    'everything local first; --dry-run lists exactly the files (size, sha256) and target.',
+        description='Push a folder made by `timm-identity export` to a Hub model repo as one commit.\n'
+                    'Checks everything local first; --dry-run lists exactly the files (size, sha256) and target.',
         epilog=PUBLISH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('folder', help='exported folder (config.json, model.safetensors, README.md)')
     p.add_argument('--repo-id', required=True, help='owner/name of the model repo (created if missing)')
