@@ -11,6 +11,7 @@ import sys
 COMMAND_MODULES = (
     'timm_identity.report',
     'timm_identity.data.cli',
+    'timm_identity.hub.cli',
 )
 
 

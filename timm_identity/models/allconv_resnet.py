@@ -254,13 +254,45 @@ def load_hub_configs() -> Dict[str, Dict[str, Any]]:
     return cfgs
 
 
+def _weights_unreachable_error(variant: str, kwargs: Dict[str, Any], error: Exception) -> Optional[RuntimeError]:
+    """The error for ``pretrained=True`` when the Hub weights cannot be had: which repo, and what to do.
+    None when the weights were not to come from the Hub (a file / state dict / local-dir source)."""
+    from timm.models import resolve_pretrained_cfg
+    cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
+    if not cfg.hf_hub_id or cfg.source == 'local-dir' or (cfg.source != 'hf-hub' and (cfg.file or cfg.state_dict)):
+        return None
+    name = f'{variant}.{cfg.tag}' if cfg.tag else variant
+    return RuntimeError(
+        f"Pretrained weights for {name!r} are not reachable: the Hugging Face Hub repo "
+        f"{cfg.hf_hub_id!r} could not be read and they are not in the local HF cache "
+        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}).\n"
+        f"What to do:\n"
+        f"  - check the network / HF_ENDPOINT / HF_HUB_OFFLINE, and that the repo exists (a private repo needs "
+        f"`hf auth login` or HF_TOKEN);\n"
+        f"  - weights you trained yourself: `timm-identity export CHECKPOINT --arch {name} --output DIR` then "
+        f"`timm-identity publish DIR --repo-id {cfg.hf_hub_id}` (or add `--to-hf-cache` to the export to use "
+        f"them offline on this machine);\n"
+        f"  - or load an exported folder directly: timm.create_model('local-dir:DIR'), or "
+        f"timm.create_model({name!r}, pretrained=True, pretrained_cfg_overlay=dict(file='DIR/model.safetensors'))."
+    )
+
+
 def _create_allconv_resnet(variant: str, pretrained: bool = False, **kwargs) -> AllConvResNet:
     model_args = {**ARCH_DEFAULTS[variant], **kwargs}
-    return build_model_with_cfg(
-        AllConvResNet, variant, pretrained,
-        feature_cfg=dict(flatten_sequential=True, out_indices=tuple(range(len(model_args['depths']) + 1))),
-        **model_args,
-    )
+    try:
+        return build_model_with_cfg(
+            AllConvResNet, variant, pretrained,
+            feature_cfg=dict(flatten_sequential=True, out_indices=tuple(range(len(model_args['depths']) + 1))),
+            **model_args,
+        )
+    except Exception as e:
+        # huggingface_hub's "not found / offline / no connection" errors (all OSError or EntryNotFoundError)
+        from huggingface_hub.errors import EntryNotFoundError
+        if pretrained and isinstance(e, (OSError, EntryNotFoundError)) and not isinstance(e, PermissionError):
+            error = _weights_unreachable_error(variant, kwargs, e)
+            if error is not None:
+                raise error from e
+        raise
 
 
 def _cfg(**kwargs) -> Dict[str, Any]:

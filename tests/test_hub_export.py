@@ -1,0 +1,146 @@
+"""timm-identity export: checkpoint -> Hub-form folder (tiny model, CPU, no network)."""
+import argparse
+import json
+
+import pytest
+import torch
+import timm
+from huggingface_hub import ModelCard
+from safetensors import safe_open
+
+from timm_identity.cli import main as cli_main
+from timm_identity.hub.export import ExportError, export_checkpoint
+
+from hub_testutil import TINY, tiny_checkpoint, tiny_model, write_model_card
+
+X = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+def _export(tmp_path, ckpt, **kwargs):
+    kwargs.setdefault('model_card', write_model_card(tmp_path))
+    return export_checkpoint(ckpt, tmp_path / 'out', arch='allconv_resnet_cifar.cifar10', model_args=TINY, **kwargs)
+
+
+def test_export_folder_is_hub_form_and_reloads_identically(tmp_path):
+    ckpt, model, summary = tiny_checkpoint(tmp_path)
+    folder = _export(tmp_path, ckpt, summary=summary)
+    assert sorted(p.name for p in folder.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
+    # nothing else left beside it (the temporary folder was renamed)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['MODEL_CARD.md', 'ckpt', 'out']
+
+    cfg = json.loads((folder / 'config.json').read_text())
+    assert cfg['architecture'] == 'allconv_resnet_cifar'
+    assert cfg['num_classes'] == 10 and len(cfg['label_names']) == 10 and cfg['label_names'][0] == 'airplane'
+    assert cfg['pretrained_cfg']['hf_hub_id'] == 'timm-identity/allconv_resnet_cifar.cifar10'
+    assert cfg['pretrained_cfg']['tag'] == 'cifar10'
+    assert cfg['model_args']['depths'] == [1, 1, 1] and cfg['model_args']['head'] == 'fixed'
+
+    with safe_open(str(folder / 'model.safetensors'), framework='pt') as f:
+        assert 'fc.weight' in f.keys()  # the fixed projection travels with the weights
+        assert f.get_tensor('stem.weight').dtype == torch.float32
+
+    reloaded = timm.create_model(f'local-dir:{folder}', pretrained=True).eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded(X), model(X))
+
+    card = ModelCard((folder / 'README.md').read_text())
+    assert card.data.library_name == 'timm'
+    assert {e.metric_name: e.metric_value for e in card.data.eval_results} == {
+        'Top-1 accuracy (final)': 93.5, 'Top-1 accuracy (best during training)': 93.75}
+
+
+def test_export_timm_train_checkpoint_uses_ema_and_weights_only(tmp_path):
+    model, ema = tiny_model(0), tiny_model(1)
+    ckpt = tmp_path / 'model_best.pth.tar'
+    # what timm's train.py saves: DDP-prefixed keys, an argparse.Namespace, optimizer state ...
+    torch.save(dict(
+        epoch=3, arch='allconv_resnet_cifar', metric=91.0, version=2,
+        state_dict={f'module.{k}': v for k, v in model.state_dict().items()},
+        state_dict_ema=ema.state_dict(), optimizer={'state': {}, 'param_groups': []},
+        args=argparse.Namespace(model='allconv_resnet_cifar', model_kwargs=dict(TINY), lr=0.05),
+    ), ckpt)
+    folder = export_checkpoint(ckpt, tmp_path / 'ema', tag='cifar10', model_card=write_model_card(tmp_path))
+    out = timm.create_model(f'local-dir:{folder}', pretrained=True).eval()
+    with torch.no_grad():
+        assert torch.equal(out(X), ema(X))
+    assert 'EMA weights' in (folder / 'README.md').read_text()
+
+    folder = export_checkpoint(ckpt, tmp_path / 'raw', tag='cifar10', use_ema=False,
+                               model_card=write_model_card(tmp_path))
+    out = timm.create_model(f'local-dir:{folder}', pretrained=True).eval()
+    with torch.no_grad():
+        assert torch.equal(out(X), model(X))
+
+
+class _Evil:
+    def __reduce__(self):
+        return (exec, ("raise SystemExit('pickle code ran')",))
+
+
+def test_untrusted_pickle_is_refused_not_run(tmp_path):
+    ckpt = tmp_path / 'evil.pth'
+    torch.save(dict(state_dict=tiny_model().state_dict(), payload=_Evil()), ckpt)
+    with pytest.raises(ExportError, match='weights_only'):
+        export_checkpoint(ckpt, tmp_path / 'out', arch='allconv_resnet_cifar.cifar10', model_args=TINY)
+    assert not (tmp_path / 'out').exists()
+
+
+def test_fp16_export(tmp_path):
+    ckpt, model, _ = tiny_checkpoint(tmp_path, summary=False)
+    folder = _export(tmp_path, ckpt, fp16=True)  # export checks the reload against the fp16-rounded model
+    with safe_open(str(folder / 'model.safetensors'), framework='pt') as f:
+        assert all(f.get_tensor(k).dtype == torch.float16 for k in f.keys())
+    assert 'float16' in (folder / 'README.md').read_text()
+    reloaded = timm.create_model(f'local-dir:{folder}', pretrained=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(X), model(X), rtol=1e-2, atol=1e-3)
+
+
+def test_failed_export_leaves_nothing_and_existing_output_is_kept(tmp_path):
+    ckpt, _, _ = tiny_checkpoint(tmp_path, summary=False)
+    with pytest.raises(ExportError, match='does not fit'):  # wrong architecture arguments
+        export_checkpoint(ckpt, tmp_path / 'out', arch='allconv_resnet_cifar.cifar10', model_args=dict(stem_chs=4))
+    assert not (tmp_path / 'out').exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith('.')]
+
+    (tmp_path / 'out').mkdir()
+    (tmp_path / 'out' / 'keep.txt').write_text('old')
+    with pytest.raises(ExportError, match='--overwrite'):
+        _export(tmp_path, ckpt)
+    assert (tmp_path / 'out' / 'keep.txt').read_text() == 'old'
+    folder = _export(tmp_path, ckpt, overwrite=True)
+    assert sorted(p.name for p in folder.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith('.')]
+
+
+def test_to_hub_configs_refuses_a_non_default_architecture(tmp_path):
+    ckpt, _, _ = tiny_checkpoint(tmp_path, summary=False)
+    with pytest.raises(ExportError, match='registered default architecture'):
+        export_checkpoint(ckpt, arch='allconv_resnet_cifar.cifar10', model_args=TINY, to_hub_configs=tmp_path / 'hc')
+    assert not (tmp_path / 'hc').exists()
+
+
+def test_new_tag_and_wrong_class_count(tmp_path):
+    ckpt, _, _ = tiny_checkpoint(tmp_path, summary=False)
+    with pytest.raises(ExportError, match='100'):
+        export_checkpoint(ckpt, tmp_path / 'x', arch='allconv_resnet_cifar.cifar100', model_args=TINY)
+    folder = export_checkpoint(ckpt, tmp_path / 'new', arch='allconv_resnet_cifar.run2', model_args=TINY,
+                               dataset='cifar10', model_card=write_model_card(tmp_path))
+    cfg = json.loads((folder / 'config.json').read_text())
+    assert cfg['pretrained_cfg']['hf_hub_id'] == 'timm-identity/allconv_resnet_cifar.run2'
+    assert 'hf-hub:timm-identity/allconv_resnet_cifar.run2' in (folder / 'README.md').read_text()
+
+
+def test_cli_export_and_errors(tmp_path, capsys):
+    ckpt, _, summary = tiny_checkpoint(tmp_path)
+    card = write_model_card(tmp_path)
+    argv = ['export', str(ckpt), '--arch', 'allconv_resnet_cifar.cifar10', '--model-kwargs', 'depths=(1,1,1)',
+            'widths=(8,16,32)', 'stem_chs=8', '--summary', str(summary), '--model-card', str(card),
+            '--output', str(tmp_path / 'cli')]
+    assert cli_main(argv) == 0
+    assert 'model.safetensors' in capsys.readouterr().out
+    assert cli_main(argv) == 2  # exists, no --overwrite
+    assert '--overwrite' in capsys.readouterr().err
+    assert cli_main(['export', str(tmp_path / 'missing.safetensors'), '--arch', 'allconv_resnet_cifar.cifar10',
+                     '--output', str(tmp_path / 'o2')]) == 2
+    assert 'Checkpoint not found' in capsys.readouterr().err

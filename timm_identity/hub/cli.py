@@ -1,0 +1,120 @@
+"""``timm-identity export`` and ``timm-identity publish``."""
+import argparse
+import sys
+
+from timm.utils import ParseKwargs
+
+EXPORT_EPILOG = """\
+examples:
+  # our CIFAR trainer's weights + its summary -> a folder ready for `publish`
+  timm-identity export runs/c10/model.safetensors --arch allconv_resnet_cifar.cifar10 \\
+      --summary runs/c10/summary.json --output export/allconv_resnet_cifar.cifar10
+  # timm train.py checkpoint (EMA weights if present), half-size weights
+  timm-identity export output/train/.../model_best.pth.tar --arch allconv_resnet_imagenet.in1k \\
+      --summary output/train/.../summary.csv --fp16 --output export/in1k
+  # into the clone's hub_configs/ and the local HF cache: pretrained=True then works offline here
+  timm-identity export runs/c10/model.safetensors --arch allconv_resnet_cifar.cifar10 \\
+      --summary runs/c10/summary.json --to-hub-configs --to-hf-cache
+
+Summary files: our trainer's summary JSON (final_test_error, best_test_error, optional *_top5 keys, in
+percent) or timm train.py's summary.csv (eval_top1 / eval_top5). The model card is MODEL_CARD.md of the
+checkout (or --model-card) with the per-model section and Hub metadata added.
+"""
+
+PUBLISH_EPILOG = """\
+examples:
+  timm-identity publish export/allconv_resnet_cifar.cifar10 \\
+      --repo-id timm-identity/allconv_resnet_cifar.cifar10 --dry-run
+  HF_TOKEN=... timm-identity publish export/allconv_resnet_cifar.cifar10 \\
+      --repo-id timm-identity/allconv_resnet_cifar.cifar10
+
+The token comes from `hf auth login` or HF_TOKEN and is never printed. Only safetensors weights are
+published: a folder with .bin/.pth/.pt/pickle files (or any file type not listed in the error) is refused
+before anything is sent.
+"""
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import ExportError, export_checkpoint
+    label_names = None
+    if args.label_names:
+        with open(args.label_names, encoding='utf-8') as f:
+            label_names = [line.strip() for line in f if line.strip()]
+    try:
+        folder = export_checkpoint(
+            args.checkpoint, args.output, arch=args.arch, tag=args.tag, model_args=args.model_kwargs,
+            use_ema=not args.no_ema, summary=args.summary,
+            to_hub_configs=(True if args.to_hub_configs == '' else args.to_hub_configs) or None,
+            to_hf_cache=args.to_hf_cache, repo_id=args.repo_id, dataset=args.dataset, label_names=label_names,
+            description=args.description, fp16=args.fp16, model_card=args.model_card, overwrite=args.overwrite,
+            verify=not args.no_verify,
+        )
+    except (ExportError, FileNotFoundError, ValueError) as e:
+        print(f'timm-identity export: error: {e}', file=sys.stderr)
+        return 2
+    print(f'Exported to {folder}')
+    for path in sorted(folder.iterdir()):
+        print(f'  {path.name}  {path.stat().st_size:,} bytes')
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from .publish import PublishError, publish
+    try:
+        publish(args.folder, args.repo_id, private=args.private, revision=args.revision, dry_run=args.dry_run,
+                commit_message=args.commit_message, endpoint=args.endpoint)
+    except PublishError as e:
+        print(f'timm-identity publish: error: {e}', file=sys.stderr)
+        return 2
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        'export', help='training checkpoint -> Hub-form folder (config.json, model.safetensors, README.md)',
+        description='Export a training checkpoint to a folder in exactly the form of its Hugging Face Hub\n'
+                    'repo: config.json (timm save_for_hf), model.safetensors and a README.md model card.\n'
+                    'Written under a temporary name, reloaded and checked, then renamed into place.',
+        epilog=EXPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('checkpoint', help='weights: .safetensors state dict, or a torch checkpoint (.pth.tar, .pth), '
+                                      'read with weights_only=True')
+    p.add_argument('--arch', help='model name, optionally with the tag: allconv_resnet_cifar.cifar10 (default: '
+                                  'from the checkpoint/summary)')
+    p.add_argument('--tag', help='pretrained tag, if not in --arch (a new tag is fine for --output)')
+    p.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='KEY=VALUE',
+                   help='model arguments the checkpoint was trained with, e.g. depths="(1,1,1)"; num_classes, '
+                        'head and in_chans are read from the weights')
+    p.add_argument('--no-ema', action='store_true', help='take state_dict, not state_dict_ema, of a timm checkpoint')
+    p.add_argument('--summary', help='training summary with the measured metrics (.json ours, .csv timm train.py)')
+    out = p.add_mutually_exclusive_group()
+    out.add_argument('--output', '-o', help='destination folder')
+    out.add_argument('--to-hub-configs', nargs='?', const='', metavar='HUB_CONFIGS',
+                     help='write into <hub_configs>/<arch>.<tag>/ (default: this checkout\'s hub_configs/), '
+                          'replacing it; only for the registered default architecture')
+    p.add_argument('--to-hf-cache', action='store_true',
+                   help='also put the folder into the local HF cache under its hf_hub_id, so '
+                        'pretrained=True / hf-hub: load it offline on this machine')
+    p.add_argument('--repo-id', help='hf_hub_id written into config.json (default timm-identity/<arch>.<tag>)')
+    p.add_argument('--dataset', help='cifar10, cifar100, in1k or a Hub dataset id (default: from the tag)')
+    p.add_argument('--label-names', metavar='FILE', help='text file, one class name per line, in class order')
+    p.add_argument('--description', help='one-line description for config.json and the card')
+    p.add_argument('--fp16', action='store_true', help='store the weights in float16 (the card says so)')
+    p.add_argument('--model-card', metavar='MODEL_CARD.md', help='card template (default: the checkout\'s)')
+    p.add_argument('--overwrite', action='store_true', help='replace an existing --output folder')
+    p.add_argument('--no-verify', action='store_true', help='skip reloading the folder to check the outputs')
+    p.set_defaults(func=_export)
+
+    p = subparsers.add_parser(
+        'publish', help='push an exported folder to a Hugging Face Hub model repo',
+        description='Push a folder made by `timm-identity export` to a Hub model repo as one commit.\n'
+                    'Checks everything local first; --dry-run lists exactly the files (size, sha256) and target.',
+        epilog=PUBLISH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('folder', help='exported folder (config.json, model.safetensors, README.md)')
+    p.add_argument('--repo-id', required=True, help='owner/name of the model repo (created if missing)')
+    p.add_argument('--private', action='store_true', help='create the repo private (an existing repo keeps its '
+                                                          'visibility)')
+    p.add_argument('--revision', help='branch to commit to (created from main if missing; default main)')
+    p.add_argument('--dry-run', action='store_true', help='print what would be uploaded, upload nothing')
+    p.add_argument('--commit-message', help='commit message')
+    p.add_argument('--endpoint', help='Hub endpoint (default: HF_ENDPOINT or https://huggingface.co)')
+    p.set_defaults(func=_publish)

@@ -1,0 +1,336 @@
+"""Export a trained model to a folder in exactly the form its Hugging Face Hub repo has.
+
+    <folder>/config.json        timm's save_for_hf: architecture, num_classes, label_names, model_args,
+                                pretrained_cfg (with hf_hub_id and tag)
+    <folder>/model.safetensors  the state dict (float32, or float16 with --fp16), never a pickle
+    <folder>/README.md          the model card (model_card.py): Hub metadata + MODEL_CARD.md
+
+Input checkpoints: a safetensors state dict (our CIFAR trainer), or a torch checkpoint such as timm
+train.py's ``*.pth.tar`` (``state_dict`` / ``state_dict_ema``), read by timm's ``load_state_dict`` with
+``weights_only=True`` (no arbitrary pickle code runs). The folder is written under a temporary name
+beside the destination, checked (reloaded through ``timm.create_model('local-dir:...')``, identical
+outputs), and renamed into place at the end: a failure leaves nothing half-written.
+"""
+import argparse
+import json
+import logging
+import os
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import timm
+from timm.models import load_state_dict, save_for_hf, split_model_name_tag
+
+from .model_card import DATASETS, Metric, ModelInfo, dataset_info, read_summary, render_model_card
+
+__all__ = ['ExportError', 'export_checkpoint', 'export_model', 'read_checkpoint', 'hub_configs_dir',
+           'default_model_card_path', 'atomic_replace_dir']
+
+_logger = logging.getLogger(__name__)
+
+HUB_ORG = 'timm-identity'
+PICKLE_SUFFIXES = ('.pth', '.pt', '.tar', '.bin', '.ckpt', '.pkl', '.pickle')
+
+
+class ExportError(RuntimeError):
+    """An export that cannot be done as asked (message says why and what to do)."""
+
+
+def hub_configs_dir() -> Path:
+    """The ``hub_configs/`` folder the package reads its pretrained tags from (a source checkout's, with an
+    editable install)."""
+    return Path(str(resources.files('timm_identity.hub_configs')))
+
+
+def default_model_card_path() -> Path:
+    """``MODEL_CARD.md`` at the root of the source checkout the package runs from."""
+    return Path(__file__).resolve().parents[2] / 'MODEL_CARD.md'
+
+
+def _registered_tags(architecture: str) -> List[str]:
+    return [n.split('.', 1)[1] for n in timm.list_pretrained(f'{architecture}.*')]
+
+
+def read_checkpoint(path: Union[str, Path], use_ema: bool = True) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """(state dict, metadata) of a checkpoint file.
+
+    Weights: timm's ``load_state_dict`` (safetensors, or ``torch.load(weights_only=True)`` picking
+    ``state_dict_ema`` if ``use_ema`` else ``state_dict`` and stripping ``module.`` / ``_orig_mod.``).
+    Metadata: ``arch`` and ``args.model_kwargs`` of a timm train.py checkpoint, or the string metadata of a
+    safetensors file (``architecture`` / ``arch``, ``model_args`` as JSON).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f'Checkpoint not found: {path}')
+    try:
+        state_dict = load_state_dict(str(path), use_ema=use_ema, weights_only=True)
+    except RuntimeError as e:  # weights_only refused a pickle global: say so, never retry unsafely
+        raise ExportError(f'Could not read {path} safely (torch.load weights_only=True): {e}') from e
+    meta: Dict[str, Any] = {}
+    if path.suffix == '.safetensors':
+        from safetensors import safe_open
+        with safe_open(str(path), framework='pt') as f:
+            raw = f.metadata() or {}
+        meta['arch'] = raw.get('architecture') or raw.get('arch')
+        if raw.get('model_args'):
+            meta['model_args'] = json.loads(raw['model_args'])
+    else:
+        checkpoint = _torch_load_safe(path)
+        if isinstance(checkpoint, dict):
+            meta['arch'] = checkpoint.get('arch')
+            args = checkpoint.get('args')
+            args = vars(args) if isinstance(args, argparse.Namespace) else (args if isinstance(args, dict) else {})
+            if isinstance(args.get('model_kwargs'), dict):
+                meta['model_args'] = dict(args['model_kwargs'])
+            meta['epoch'] = checkpoint.get('epoch')
+            meta['used_ema'] = use_ema and any(checkpoint.get(k) is not None for k in ('state_dict_ema', 'model_ema'))
+    return state_dict, {k: v for k, v in meta.items() if v is not None}
+
+
+def _torch_load_safe(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` allowing the ``argparse.Namespace`` timm train.py stores in ``args``."""
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        return torch.load(str(path), map_location='cpu', weights_only=True)
+
+
+def _infer_model_args(state_dict: Dict[str, torch.Tensor]) -> Dict[str, Any]:
+    """What the state dict itself says: number of classes and head type (our models' ``fc``), input channels."""
+    args: Dict[str, Any] = {}
+    if 'fc.weight' in state_dict:
+        args['num_classes'] = int(state_dict['fc.weight'].shape[0])
+        args['head'] = 'linear' if 'fc.bias' in state_dict else 'fixed'
+    if 'stem.weight' in state_dict:
+        args['in_chans'] = int(state_dict['stem.weight'].shape[1])
+    return args
+
+
+def _non_default_args(architecture: str, args: Dict[str, Any]) -> Dict[str, Any]:
+    """The arguments in ``args`` that make the model differ from what ``timm.create_model(architecture)``
+    builds (num_classes aside)."""
+    import inspect
+    from timm_identity.models import ARCH_DEFAULTS, AllConvResNet
+    defaults = {k: p.default for k, p in inspect.signature(AllConvResNet).parameters.items()}
+    defaults.update(ARCH_DEFAULTS.get(architecture, {}))
+
+    def norm(v):
+        return list(v) if isinstance(v, (list, tuple)) else v
+    return {k: v for k, v in args.items() if k != 'num_classes' and (k not in defaults or norm(v) != norm(defaults[k]))}
+
+
+def atomic_replace_dir(src: Path, dst: Path, overwrite: bool) -> None:
+    """Move the finished folder ``src`` to ``dst`` (same filesystem); an existing ``dst`` only with
+    ``overwrite``, and it stays intact until the new one is in place."""
+    old = None
+    if dst.exists():
+        if not overwrite:
+            raise ExportError(f'{dst} already exists; pass --overwrite to replace it.')
+        old = dst.with_name(f'.{dst.name}.old-{os.getpid()}')
+        os.replace(dst, old)
+    try:
+        os.replace(src, dst)
+    except BaseException:
+        if old is not None:
+            os.replace(old, dst)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _count(model: torch.nn.Module) -> Tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters())
+    fc = model.get_classifier() if hasattr(model, 'get_classifier') else None
+    fixed = sum(b.numel() for b in fc.buffers()) if fc is not None else 0
+    return trainable, fixed
+
+
+def _verify(folder: Path, reference: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Reload ``folder`` with ``timm.create_model('local-dir:...')`` and demand the same logits as
+    ``reference`` with its weights rounded to ``dtype`` (bit-identical on the same machine)."""
+    ref = reference
+    if dtype != torch.float32:
+        import copy
+        ref = copy.deepcopy(reference)
+        ref.load_state_dict({k: v.to(dtype).float() if v.is_floating_point() else v
+                             for k, v in reference.state_dict().items()})
+    reloaded = timm.create_model(f'local-dir:{folder}', pretrained=True).eval()
+    ref.eval()
+    size = tuple(reloaded.pretrained_cfg['input_size'])
+    x = torch.randn((2, *size), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = ref(x), reloaded(x)
+    if a.shape != b.shape or not torch.equal(a, b):
+        raise ExportError(f'Check failed: the model reloaded from {folder} does not reproduce the exported '
+                          f'model (max |diff| {(a - b).abs().max().item() if a.shape == b.shape else "shape"}).')
+
+
+def export_model(
+        model: torch.nn.Module,
+        output: Union[str, Path],
+        *,
+        tag: str,
+        repo_id: Optional[str] = None,
+        dataset: Optional[str] = None,
+        label_names: Optional[Sequence[str]] = None,
+        description: Optional[str] = None,
+        metrics: Sequence[Metric] = (),
+        details: Optional[Dict[str, Any]] = None,
+        fp16: bool = False,
+        model_card: Optional[Union[str, Path]] = None,
+        data_config: Optional[Dict[str, Any]] = None,
+        base_model: Optional[str] = None,
+        overwrite: bool = False,
+        verify: bool = True,
+) -> Path:
+    """Write ``model`` (made by ``timm.create_model``) as a Hub-form folder at ``output``; returns it.
+
+    ``model_card``: the MODEL_CARD.md template (default: the checkout's, if there is one).
+    """
+    architecture = model.pretrained_cfg.get('architecture') or type(model).__name__
+    repo_id = repo_id or f'{HUB_ORG}/{architecture}.{tag}'
+    # `create_model('<arch>.<tag>', pretrained=True)` gives these weights only for the default architecture
+    registered = tag in _registered_tags(architecture) and not _non_default_args(
+        architecture, getattr(model, '_model_args', {}))
+    source_cfg = model.pretrained_cfg
+    if dataset is None:
+        dataset = tag if dataset_info(tag).get('key') in DATASETS else None
+    if label_names is None and source_cfg.get('tag') == tag:
+        label_names = source_cfg.get('label_names')
+    if label_names is not None and len(label_names) != model.num_classes:
+        raise ExportError(f'{len(label_names)} label names for a model with {model.num_classes} classes.')
+    pretrained_cfg = dict(hf_hub_id=repo_id, tag=tag)
+    if description or source_cfg.get('tag') != tag:
+        pretrained_cfg['description'] = description or (
+            f'{architecture} trained on {dataset_info(dataset).get("name", "an unnamed dataset")} (timm-identity).')
+    model_config: Dict[str, Any] = dict(pretrained_cfg=pretrained_cfg)
+    if label_names is not None:
+        model_config['label_names'] = list(label_names)
+
+    template_path = Path(model_card) if model_card else default_model_card_path()
+    if template_path.is_file():
+        template = template_path.read_text(encoding='utf-8')
+    elif model_card:
+        raise ExportError(f'Model card template not found: {template_path}')
+    else:
+        _logger.warning(f'No {template_path.name} at {template_path}; the model card has only the generated part.')
+        template = None
+
+    output = Path(output).resolve()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.exists() and not overwrite:
+        raise ExportError(f'{output} already exists; pass --overwrite to replace it.')
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{output.name}.tmp-', dir=output.parent))
+    try:
+        model = model.eval()
+        dtype = torch.float16 if fp16 else torch.float32
+        to_save = model
+        if fp16:
+            import copy
+            to_save = copy.deepcopy(model).to(torch.float16)
+        save_for_hf(to_save, tmp, model_config=model_config, safe_serialization=True, data_config=data_config)
+        saved_cfg = json.loads((tmp / 'config.json').read_text())['pretrained_cfg']
+        trainable, fixed = _count(model)
+        info = ModelInfo(
+            architecture=architecture, tag=tag, repo_id=repo_id, num_classes=model.num_classes,
+            num_params=trainable, num_fixed=fixed, dataset=dataset,
+            description=saved_cfg.get('description', ''), weights_dtype='float16' if fp16 else 'float32',
+            input_size=saved_cfg.get('input_size', ()), mean=saved_cfg.get('mean', ()), std=saved_cfg.get('std', ()),
+            license=saved_cfg.get('license', 'apache-2.0'), metrics=list(metrics), details=dict(details or {}),
+            base_model=base_model, registered=registered,
+        )
+        (tmp / 'README.md').write_text(render_model_card(info, template), encoding='utf-8')
+        if verify:
+            _verify(tmp, model, dtype)
+        atomic_replace_dir(tmp, output, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return output
+
+
+def export_checkpoint(
+        checkpoint: Union[str, Path],
+        output: Optional[Union[str, Path]] = None,
+        *,
+        arch: Optional[str] = None,
+        tag: Optional[str] = None,
+        model_args: Optional[Dict[str, Any]] = None,
+        use_ema: bool = True,
+        summary: Optional[Union[str, Path]] = None,
+        to_hub_configs: Optional[Union[str, Path, bool]] = None,
+        to_hf_cache: bool = False,
+        hf_cache_dir: Optional[Union[str, Path]] = None,
+        **kwargs,
+) -> Path:
+    """Checkpoint file -> Hub-form folder (see ``export_model`` for the other keyword arguments).
+
+    ``arch`` may carry the tag (``allconv_resnet_cifar.cifar10``). ``to_hub_configs``: write into
+    ``<hub_configs>/<arch>.<tag>/`` (True: the package's own ``hub_configs/``) instead of ``output``; the
+    architecture must then be the registered default, since ``pretrained=True`` builds that.
+    ``to_hf_cache``: also put the folder into the local HF cache under its ``hf_hub_id``.
+    """
+    state_dict, meta = read_checkpoint(checkpoint, use_ema=use_ema)
+    metrics: List[Metric] = []
+    details: Dict[str, Any] = {}
+    raw_summary: Dict[str, Any] = {}
+    if summary:
+        metrics, details, raw_summary = read_summary(summary)
+    arch = arch or meta.get('arch') or raw_summary.get('architecture') or raw_summary.get('model')
+    if not arch:
+        raise ExportError('Which architecture? Pass --arch (e.g. allconv_resnet_cifar.cifar10); the checkpoint '
+                          'and summary do not name one.')
+    architecture, arch_tag = split_model_name_tag(arch)
+    tag = tag or arch_tag
+    if not tag:
+        raise ExportError(f'Which pretrained tag? Pass --tag or --arch {architecture}.<tag> (registered tags: '
+                          f'{_registered_tags(architecture)}).')
+    if not timm.is_model(architecture):
+        raise ExportError(f'Unknown architecture {architecture!r} (is timm_identity imported?).')
+
+    args = dict(meta.get('model_args') or {})
+    args.update(raw_summary.get('model_args') or raw_summary.get('model_kwargs') or {})
+    args.update(model_args or {})
+    for key, value in _infer_model_args(state_dict).items():
+        args.setdefault(key, value)
+    registered = tag in _registered_tags(architecture)
+    name = f'{architecture}.{tag}' if registered else architecture
+    if registered and args.get('num_classes') is not None:
+        want = timm.models.get_pretrained_cfg(name).num_classes
+        if args['num_classes'] != want:
+            raise ExportError(f'The checkpoint has {args["num_classes"]} classes but the registered tag {name} has '
+                              f'{want}; use another --tag for this model.')
+
+    if to_hub_configs:
+        root = hub_configs_dir() if to_hub_configs is True else Path(to_hub_configs)
+        if 'site-packages' in root.parts:
+            raise ExportError(f'--to-hub-configs needs a source checkout (editable install); {root} is an '
+                              f'installed package. Use --output instead.')
+        changed = _non_default_args(architecture, args)
+        if changed or not registered:
+            raise ExportError(
+                f'--to-hub-configs writes the weights that timm.create_model({architecture + "." + tag!r}, '
+                f'pretrained=True) loads, which builds the registered default architecture; this checkpoint '
+                + (f'needs {changed}.' if changed else f'has the unregistered tag {tag!r}.')
+                + ' Use --output for it.')
+        output = root / f'{architecture}.{tag}'
+        kwargs['overwrite'] = True
+    if output is None:
+        raise ExportError('Where to? Pass --output DIR or --to-hub-configs.')
+
+    model = timm.create_model(name, pretrained=False, **args)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:
+        raise ExportError(f'The checkpoint does not fit {name} built with {args}: pass the model arguments it was '
+                          f'trained with (--model-kwargs key=value ...).\n{e}') from e
+    if meta.get('used_ema'):
+        details.setdefault('weights', 'EMA weights of the checkpoint')
+    folder = export_model(model, output, tag=tag, metrics=metrics, details=details, **kwargs)
+    if to_hf_cache:
+        from .cache import install_into_hf_cache
+        repo_id = json.loads((folder / 'config.json').read_text())['pretrained_cfg']['hf_hub_id']
+        install_into_hf_cache(folder, repo_id, cache_dir=hf_cache_dir)
+    return folder

@@ -1,0 +1,172 @@
+"""Publish an exported folder to a Hugging Face Hub model repo.
+
+Everything that can be checked locally is checked before anything goes over the network: the folder
+has ``config.json``, ``README.md`` and safetensors weights, and nothing that could hold a pickle (only
+the file types in ``ALLOWED_SUFFIXES``; every ``.safetensors`` must really be one). Then: a token (from
+``hf auth login`` or ``HF_TOKEN``; never printed), a ``whoami`` call that proves the endpoint is reachable
+and the token valid, ``create_repo(exist_ok=True)``, the branch for ``--revision`` if it is not ``main``,
+and one ``upload_folder`` commit holding exactly the files that ``--dry-run`` lists.
+"""
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional, Union
+
+from huggingface_hub import HfApi, constants, get_token
+
+from .cache import sha256_file
+
+__all__ = ['PublishError', 'UploadFile', 'collect_upload', 'publish']
+
+ALLOWED_SUFFIXES = ('.safetensors', '.json', '.md', '.txt', '.yaml', '.yml', '.csv', '.jsonl', '.png', '.jpg',
+                    '.jpeg', '.svg')
+PICKLE_SUFFIXES = ('.bin', '.pth', '.pt', '.tar', '.ckpt', '.pkl', '.pickle', '.npy', '.npz', '.joblib', '.h5')
+REQUIRED = ('config.json', 'README.md')
+
+
+class PublishError(RuntimeError):
+    """A publish that cannot be done (message says why; nothing was uploaded)."""
+
+
+@dataclass
+class UploadFile:
+    path_in_repo: str
+    local_path: Path
+    size: int
+    sha256: str
+
+
+def collect_upload(folder: Union[str, Path]) -> List[UploadFile]:
+    """The files of ``folder`` that a publish uploads, after the local checks (raises PublishError)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PublishError(f'Not a folder: {folder}')
+    files: List[UploadFile] = []
+    problems: List[str] = []
+    for path in sorted(folder.rglob('*')):
+        rel = path.relative_to(folder).as_posix()
+        if path.is_dir():
+            continue
+        if any(part.startswith('.') for part in path.relative_to(folder).parts):
+            problems.append(f'{rel}: hidden file (remove it; upload_folder would treat it differently)')
+            continue
+        if any(c in rel for c in '*?[]'):
+            problems.append(f'{rel}: glob characters in the file name (rename it)')
+            continue
+        name = path.name.lower()
+        if name.endswith(PICKLE_SUFFIXES):
+            problems.append(f'{rel}: pickle-based weights/data are never published; only safetensors '
+                            f'(export the checkpoint with `timm-identity export`)')
+            continue
+        if not name.endswith(ALLOWED_SUFFIXES):
+            problems.append(f'{rel}: file type not allowed (allowed: {", ".join(ALLOWED_SUFFIXES)})')
+            continue
+        if name.endswith('.safetensors'):
+            try:
+                from safetensors import safe_open
+                with safe_open(str(path), framework='pt'):
+                    pass
+            except Exception as e:
+                problems.append(f'{rel}: not a valid safetensors file ({type(e).__name__}: {e})')
+                continue
+        files.append(UploadFile(rel, path, path.stat().st_size, sha256_file(path)))
+    names = {f.path_in_repo for f in files}
+    for required in REQUIRED:
+        if required not in names:
+            problems.append(f'{required}: missing (make the folder with `timm-identity export`)')
+    if not any(n.endswith('.safetensors') for n in names):
+        problems.append('model.safetensors: missing (no weights in the folder)')
+    if 'config.json' in names:
+        try:
+            cfg = json.loads((folder / 'config.json').read_text())
+            if not isinstance(cfg, dict) or 'architecture' not in cfg:
+                problems.append('config.json: has no "architecture" (not a timm config)')
+        except ValueError as e:
+            problems.append(f'config.json: not valid JSON ({e})')
+    if problems:
+        raise PublishError(f'Refusing to publish {folder}:\n  - ' + '\n  - '.join(problems))
+    return files
+
+
+def _scrub(text: str, token: Optional[str]) -> str:
+    return text.replace(token, '***') if token else text
+
+
+def _describe(e: BaseException, token: Optional[str]) -> str:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ''
+    return _scrub(f'{type(e).__name__}: {first}', token)
+
+
+def publish(
+        folder: Union[str, Path],
+        repo_id: str,
+        *,
+        private: bool = False,
+        revision: Optional[str] = None,
+        dry_run: bool = False,
+        commit_message: Optional[str] = None,
+        endpoint: Optional[str] = None,
+        token: Optional[str] = None,
+        echo: Callable[[str], None] = print,
+) -> Optional[str]:
+    """Upload ``folder`` to the model repo ``repo_id``. Returns the commit URL (None for a dry run)."""
+    if not repo_id or repo_id.count('/') != 1 or not all(repo_id.split('/')):
+        raise PublishError(f'--repo-id must be "owner/name", got {repo_id!r}.')
+    files = collect_upload(folder)
+    endpoint = (endpoint or constants.ENDPOINT).rstrip('/')
+    branch = revision or 'main'
+    token = token or get_token()
+
+    header = (f'{endpoint}/{repo_id} (model repo, revision {branch}, '
+              f'{"private" if private else "public"} if created)')
+
+    def listing(title: str) -> None:
+        echo(f'{title} {header}:')
+        width = max(len(f.path_in_repo) for f in files)
+        for f in files:
+            echo(f'  {f.path_in_repo:<{width}}  {f.size:>14,} bytes  sha256 {f.sha256}')
+        echo(f'  {len(files)} files, {sum(f.size for f in files):,} bytes in all')
+
+    if dry_run:
+        listing('DRY RUN, nothing is uploaded. Would upload to')
+        echo('Token: ' + ('found (not shown)' if token else
+                          'none found: a real publish needs `hf auth login` or the HF_TOKEN environment variable'))
+        return None
+
+    if constants.HF_HUB_OFFLINE:
+        raise PublishError('HF_HUB_OFFLINE is set: cannot publish offline. Nothing was uploaded.')
+    if not token:
+        raise PublishError('No Hugging Face token: log in with `hf auth login` or set the HF_TOKEN environment '
+                           'variable (a token with write access). Nothing was uploaded.')
+    from timm_identity import __version__
+    api = HfApi(endpoint=endpoint, token=token, library_name='timm-identity', library_version=__version__)
+    try:
+        user = api.whoami()
+    except Exception as e:
+        status = getattr(getattr(e, 'response', None), 'status_code', None)
+        if status == 401:
+            raise PublishError(f'The Hub at {endpoint} rejected the token (401). Log in again with '
+                               f'`hf auth login` or fix HF_TOKEN. Nothing was uploaded.') from None
+        raise PublishError(f'Cannot reach the Hub at {endpoint} ({_describe(e, token)}). Check the network and '
+                           f'HF_ENDPOINT. Nothing was uploaded.') from None
+    echo(f'Logged in as {user.get("name", "?")}.')
+    listing('Uploading to')
+    try:
+        repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
+        repo_id = repo_url.repo_id
+        if branch != 'main':
+            api.create_branch(repo_id, branch=branch, exist_ok=True)
+        commit = api.upload_folder(
+            repo_id=repo_id, folder_path=str(Path(folder)), revision=branch,
+            commit_message=commit_message or f'Upload {Path(folder).name} with timm-identity publish',
+            allow_patterns=[f.path_in_repo for f in files],
+        )
+    except Exception as e:
+        raise PublishError(f'Publishing to {repo_id} failed ({_describe(e, token)}). The upload is one commit, '
+                           f'so the repo holds all of these files or none of them (the repo itself may '
+                           f'have been created).') from None
+    url = getattr(commit, 'commit_url', None) or str(commit)
+    echo(f'Done: {url}')
+    return url
