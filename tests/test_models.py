@@ -328,3 +328,14 @@ def test_arch_cli_json(capsys):
 def test_model_class_is_exported():
     assert isinstance(timm.create_model('allconv_resnet_cifar', **TINY), AllConvResNet)
     assert isinstance(timm.create_model('allconv_resnet_cifar', **TINY).stages[0][0], AllConvResidualBlock)
+
+
+def test_reset_classifier_updates_timm_reconstruction_args(tmp_path):
+    from timm.models import save_for_hf
+    model = timm.create_model('allconv_resnet_cifar', **TINY)
+    model.reset_classifier(7, head='linear')
+    save_for_hf(model, tmp_path, safe_serialization=True)
+    config = json.loads((tmp_path / 'config.json').read_text())
+    assert config['num_classes'] == 7 and config['model_args']['head'] == 'linear'
+    reloaded = timm.create_model(f'local-dir:{tmp_path}')
+    assert isinstance(reloaded.fc, nn.Linear) and reloaded.fc.weight.shape == (7, 32)

@@ -83,8 +83,6 @@ def build_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
         kwargs['pretrained_cfg_overlay'] = dict(file=str(args.pretrained_file))
     model = timm.create_model(args.model, pretrained=True, **kwargs)
     model.reset_classifier(num_classes, head=args.head)
-    # record the new head for save_for_hf's reconstruction arguments (timm's _model_args, set by create_model)
-    model._model_args = dict(getattr(model, '_model_args', {}), num_classes=num_classes, head=args.head)
     if args.freeze_backbone:
         if args.head != 'linear':
             raise ValueError('--freeze-backbone needs --head linear (a fixed head has nothing to train).')

@@ -23,6 +23,12 @@ from timm.layers import SelectAdaptivePool2d, get_norm_layer
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
+try:  # timm >= 1.0.26 records reconstruction args (used by save_for_hf); older timm has no such record
+    from timm.models._input import update_model_args
+except ImportError:  # pragma: no cover
+    def update_model_args(model: nn.Module, **model_args: Any) -> None:
+        pass
+
 from .fixed_projection import HEAD_TYPES, create_classifier
 from .residual_block import AllConvResidualBlock, init_conv_
 
@@ -149,6 +155,8 @@ class AllConvResNet(nn.Module):
         device = self.stem.weight.device
         self.fc = create_classifier(
             self.num_features * self.global_pool.feat_mult(), num_classes, self.head_type, self.head_seed).to(device)
+        # keep timm's reconstruction args (what save_for_hf writes to config.json) in step with the new head
+        update_model_args(self, num_classes=num_classes, head=self.head_type)
 
     def _check_input(self, x: torch.Tensor) -> None:
         """Clear errors for inputs the network cannot take (instead of a shape error deep inside)."""
