@@ -1,1 +1,3 @@
 """Dataset readers (official CIFAR archives, ImageNet folders) and webdataset shard tools."""
+from .cifar import CIFAR_LAYOUTS, CifarSplit, load_cifar
+from .errors import ChecksumError, DatasetFormatError
