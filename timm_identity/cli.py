@@ -9,6 +9,8 @@ import sys
 
 # (module that defines add_parser) in the order `--help` lists them
 COMMAND_MODULES = (
+    'timm_identity.train.cifar_trainer',
+    'timm_identity.train.evaluate',
 )
 
 
