@@ -170,12 +170,16 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Dict[str, Any]):
     from timm.scheduler import CosineLRScheduler, MultiStepLRScheduler
     warmup = dict(warmup_t=cfg['warmup_steps'], warmup_lr_init=cfg['warmup_lr'], t_in_epochs=False)
     if cfg['sched'] == 'multistep':
-        return MultiStepLRScheduler(optimizer, decay_t=list(cfg['decay_steps']), decay_rate=cfg['decay_rate'], **warmup)
+        # timm's MultiStepLRScheduler applies milestone m at t == m - 1 (a documented, deliberately kept
+        # timm convention); pass m + 1 so that the decay applies from update index m on, i.e. after m
+        # updates, as "x0.1 at 30k steps" says. Milestones count all updates (warmup included).
+        return MultiStepLRScheduler(optimizer, decay_t=[m + 1 for m in cfg['decay_steps']],
+                                    decay_rate=cfg['decay_rate'], warmup_prefix=False, **warmup)
     if cfg['sched'] == 'cosine':
         # warmup first, then one cosine over the remaining updates, reaching min_lr at cfg['steps']
         return CosineLRScheduler(optimizer, t_initial=cfg['steps'] - cfg['warmup_steps'], lr_min=cfg['min_lr'],
                                  warmup_prefix=True, **warmup)
-    return MultiStepLRScheduler(optimizer, decay_t=[], decay_rate=1.0, **warmup)  # constant (after warmup)
+    return MultiStepLRScheduler(optimizer, decay_t=[], decay_rate=1.0, warmup_prefix=False, **warmup)  # constant
 
 
 def _autocast(device: torch.device, amp: str):
