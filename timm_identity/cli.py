@@ -9,6 +9,7 @@ import sys
 
 # (module that defines add_parser) in the order `--help` lists them
 COMMAND_MODULES = (
+    'timm_identity.data.cli',
     'timm_identity.train.cifar_trainer',
     'timm_identity.train.evaluate',
 )

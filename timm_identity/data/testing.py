@@ -2,10 +2,11 @@
 
 ``make_tiny_cifar`` writes a CIFAR release exactly as the official python version lays it out
 (Python pickles with the official byte-string keys, the meta file, the ``.tar.gz``), only with a few
-random images.
+random images. ``make_tiny_imagenet`` writes an ILSVRC-2012-style folder tree of small JPEGs.
 """
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import tarfile
@@ -15,7 +16,7 @@ import numpy as np
 
 from .cifar import CIFAR_LAYOUTS, CifarSplit
 
-__all__ = ['TinyCifar', 'make_tiny_cifar']
+__all__ = ['TinyCifar', 'make_tiny_cifar', 'make_tiny_imagenet']
 
 
 @dataclass
@@ -92,3 +93,53 @@ def make_tiny_cifar(
             tar.add(folder, arcname=layout.folder_name)
     return TinyCifar(folder=folder, archive=archive_path, splits=splits, coarse_labels=coarse)
 
+
+
+def make_tiny_imagenet(
+        out_dir: str | os.PathLike,
+        wnids: tuple[str, ...] = ('n01440764', 'n01443537', 'n01484850'),
+        num_train_per_class: int = 3,
+        num_val_per_class: int = 2,
+        val_layout: str = 'folders',
+        seed: int = 0,
+        size: int = 16,
+) -> dict[str, dict[str, bytes]]:
+    """Write ``train/<wnid>/<wnid>_<i>.JPEG`` and ``val/`` under ``out_dir``, as random small JPEGs.
+
+    ``val_layout='folders'``: ``val/<wnid>/ILSVRC2012_val_*.JPEG``; ``'flat'``: ``val/ILSVRC2012_val_*.JPEG``
+    plus ``out_dir/val_labels.txt`` with one ``<image name> <wnid>`` line per image.
+    Returns ``{split: {path relative to the split folder: the JPEG bytes written}}``.
+    """
+    from PIL import Image  # Pillow comes with torchvision / timm
+
+    if val_layout not in ('folders', 'flat'):
+        raise ValueError(f"val_layout must be 'folders' or 'flat', got {val_layout!r}")
+    rng = np.random.default_rng(seed)
+    out_dir = os.fspath(out_dir)
+    written: dict[str, dict[str, bytes]] = {'train': {}, 'val': {}}
+
+    def jpeg() -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)).save(buf, format='JPEG')
+        return buf.getvalue()
+
+    val_lines = []
+    val_index = 0
+    for wnid in wnids:
+        for i in range(num_train_per_class):
+            written['train'][f'{wnid}/{wnid}_{i}.JPEG'] = jpeg()
+        for _ in range(num_val_per_class):
+            val_index += 1
+            name = f'ILSVRC2012_val_{val_index:08d}.JPEG'
+            written['val'][f'{wnid}/{name}' if val_layout == 'folders' else name] = jpeg()
+            val_lines.append(f'{name} {wnid}')
+    for split, files in written.items():
+        for rel, data in files.items():
+            path = os.path.join(out_dir, split, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, 'wb') as f:
+                f.write(data)
+    if val_layout == 'flat':
+        with open(os.path.join(out_dir, 'val_labels.txt'), 'w') as f:
+            f.write('\n'.join(val_lines) + '\n')
+    return written
