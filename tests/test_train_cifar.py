@@ -217,3 +217,15 @@ def test_normalisation_uses_training_set_channel_stats(splits):
     x, _ = data.next_batch()
     assert x.mean(dim=(0, 2, 3)).abs().max() < 1e-4
     assert (x.std(dim=(0, 2, 3), unbiased=False) - 1).abs().max() < 1e-3
+
+
+def test_data_state_from_another_device_type_warns_and_reseeds(splits):
+    kw = dict(batch_size=8, mean=(0, 0, 0), std=(1, 1, 1), device=torch.device('cpu'))
+    a = DeviceCifarTrain(splits[0].images, splits[0].labels, seed=1, **kw)
+    a.next_indices()
+    state = {**a.state_dict(), 'device_type': 'cuda'}  # as if saved on a GPU
+    b = DeviceCifarTrain(splits[0].images, splits[0].labels, seed=1, **kw)
+    with pytest.warns(UserWarning, match='saved on cuda'):
+        b.load_state_dict(state, seed_after_move=7)
+    assert b.cursor == a.cursor and torch.equal(b.perm, a.perm)
+    assert b.generator.initial_seed() == 7

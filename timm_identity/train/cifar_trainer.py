@@ -368,7 +368,7 @@ def train(
         load_model_weights(model, resume_dir)
         optimizer.load_state_dict(state['optimizer'])
         scheduler.load_state_dict(state['scheduler'])
-        data.load_state_dict(state['data'])
+        data.load_state_dict(state['data'], seed_after_move=cfg['seed'] + 1 + state['step'])
         torch.set_rng_state(state['torch_rng'])
         start_step, best, prev_wall = state['step'], state['best'], state['wall_time_s']
         # the log continues from the checkpoint: drop records a killed process wrote after it

@@ -14,7 +14,8 @@ The padding is with zeros on the raw 0..255 pixels (black), before normalisation
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+import warnings
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -147,13 +148,22 @@ class DeviceCifarTrain:
             'epoch': self.epoch,
             'num_images': self.num_images,
             'batch_size': self.batch_size,
+            'device_type': self.device.type,
         }
 
-    def load_state_dict(self, state: Dict[str, object]) -> None:
+    def load_state_dict(self, state: Dict[str, object], seed_after_move: int = 0) -> None:
         if state['num_images'] != self.num_images:
             raise ValueError(f"checkpoint was taken on a training set of {state['num_images']} images, "
                              f"this one has {self.num_images}")
-        self.generator.set_state(state['generator'])
+        if state.get('device_type', self.device.type) != self.device.type:
+            # CPU and CUDA generators have different states (and streams): the batches after the resume cannot
+            # be the ones the original device would have drawn. Continue with a reproducible stream instead.
+            warnings.warn(f"the data generator state was saved on {state['device_type']}, this run is on "
+                          f"{self.device.type}: continuing with a fresh generator (seed {seed_after_move}), so the "
+                          f"batches differ from an uninterrupted run on {state['device_type']}")
+            self.generator.manual_seed(seed_after_move)
+        else:
+            self.generator.set_state(state['generator'])
         self.perm = state['perm'].to(self.device)
         self.cursor = int(state['cursor'])
         self.epoch = int(state['epoch'])
