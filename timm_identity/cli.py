@@ -11,6 +11,8 @@ import sys
 COMMAND_MODULES = (
     'timm_identity.report',
     'timm_identity.data.cli',
+    'timm_identity.train.cifar_trainer',
+    'timm_identity.train.evaluate',
     'timm_identity.hub.cli',
 )
 

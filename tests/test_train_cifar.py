@@ -1,0 +1,231 @@
+"""The CIFAR trainer on the tiny model and tiny data, on CPU: learning, schedule, weight decay, head,
+resume, NaN guard, augmentation, config handling."""
+import json
+import math
+
+import numpy as np
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file
+
+import timm_identity  # noqa: F401
+from timm_identity.train.checkpoint import resolve_checkpoint
+from timm_identity.train.cifar_trainer import (
+    NonFiniteLossError, build_optimizer, build_scheduler, resolve_config, train,
+)
+from timm_identity.train.device_data import DeviceCifarTrain, channel_stats
+from timm_identity.train.recipes import RECIPES, get_recipe
+
+from train_helpers import TINY_MODEL_KWARGS, learnable_split, tiny_overrides
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope='module')
+def splits():
+    return learnable_split(128, seed=0), learnable_split(40, seed=1)
+
+
+def _log(run_dir):
+    return [json.loads(line) for line in (run_dir / 'log.jsonl').read_text().splitlines()]
+
+
+def _tiny_model():
+    torch.manual_seed(0)
+    return timm.create_model('allconv_resnet_cifar', num_classes=10, **TINY_MODEL_KWARGS)
+
+
+def test_paper_recipe_is_the_papers():
+    r = RECIPES['paper']
+    assert (r['opt'], r['momentum'], r['batch_size'], r['lr'], r['weight_decay']) == ('momentum', 0.9, 128, 0.05, 1e-4)
+    assert (r['sched'], tuple(r['decay_steps']), r['decay_rate'], r['steps']) == ('multistep', (30000, 50000), 0.1, 60000)
+    assert (r['warmup_steps'], r['label_smoothing'], r['augment'], r['pad'], r['hflip']) == (0, 0.0, True, 4, True)
+    # the resolved default config is the paper's, and a flag overrides one value only
+    cfg = resolve_config({})
+    assert cfg['recipe'] == 'paper' and cfg['lr'] == 0.05 and cfg['model'] == 'allconv_resnet_cifar'
+    cfg = resolve_config({'lr': 0.1})
+    assert cfg['lr'] == 0.1 and cfg['batch_size'] == 128
+    assert resolve_config({'recipe': 'fast'})['batch_size'] == RECIPES['fast']['batch_size']
+    with pytest.raises(ValueError, match='unknown recipe'):
+        resolve_config({'recipe': 'nope'})
+
+
+def test_paper_optimizer_is_classical_momentum_sgd():
+    opt = build_optimizer(_tiny_model(), get_recipe('paper'))
+    assert type(opt) is torch.optim.SGD
+    assert all(g['momentum'] == 0.9 and g['nesterov'] is False and g['lr'] == 0.05 for g in opt.param_groups)
+
+
+def test_lr_schedule_hits_paper_values_at_step_boundaries():
+    opt = build_optimizer(_tiny_model(), get_recipe('paper'))
+    sched = build_scheduler(opt, get_recipe('paper'))
+    expected = {0: 0.05, 29_999: 0.05, 30_000: 0.005, 49_999: 0.005, 50_000: 0.0005, 59_999: 0.0005}
+    for t, lr in expected.items():
+        sched.step_update(t)
+        assert all(math.isclose(g['lr'], lr, rel_tol=1e-12) for g in opt.param_groups), (t, opt.param_groups[0]['lr'])
+
+
+def test_cosine_schedule_warmup_and_end():
+    cfg = get_recipe('fast')
+    opt = build_optimizer(_tiny_model(), cfg)
+    sched = build_scheduler(opt, cfg)
+    sched.step_update(0)
+    assert math.isclose(opt.param_groups[0]['lr'], cfg['warmup_lr'])
+    sched.step_update(cfg['warmup_steps'])
+    assert math.isclose(opt.param_groups[0]['lr'], cfg['lr'])
+    sched.step_update(cfg['steps'])
+    assert opt.param_groups[0]['lr'] <= cfg['min_lr'] + 1e-9
+
+
+def test_weight_decay_touches_conv_weights_only():
+    model = _tiny_model()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith('.bias'):
+                p.fill_(0.5)
+    cfg = {**get_recipe('paper'), 'lr': 0.1, 'weight_decay': 0.01}
+    opt = build_optimizer(model, cfg)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for g in opt.param_groups if g['weight_decay'] > 0 for p in g['params']}
+    conv_weights = {n for n, p in model.named_parameters() if p.ndim == 4}
+    assert decayed == conv_weights and len(conv_weights) == 7  # stem + 3 blocks x 2 convs
+    assert sum(len(g['params']) for g in opt.param_groups) == len(list(model.parameters()))
+    # behaviour: with zero gradients one step shrinks conv weights by (1 - lr*wd) and leaves biases alone
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for n, p in model.named_parameters():
+        if n in conv_weights:
+            torch.testing.assert_close(p, before[n] * (1 - 0.1 * 0.01), rtol=1e-6, atol=0)
+        else:
+            assert torch.equal(p, before[n]), n
+    # the fixed head is a buffer: no optimizer group holds it
+    assert 'fc.weight' not in dict(model.named_parameters()) and 'fc.weight' in dict(model.named_buffers())
+
+
+def test_loss_falls_and_head_never_changes(tmp_path, splits):
+    run = tmp_path / 'run'
+    head0 = _tiny_model().fc.weight.clone()
+    summary = train(tiny_overrides(run, steps=40, log_every=5, eval_every=20, plot=True, lr=0.02),
+                    *splits)
+    log = _log(run)
+    assert [r['step'] for r in log] == list(range(5, 41, 5))
+    assert log[-1]['loss'] < 0.5 * log[0]['loss'], [r['loss'] for r in log]
+    assert summary['status'] == 'completed' and summary['steps'] == 40
+    assert summary['final_test_error'] == log[-1]['test_error'] < 50.0
+    assert summary['best_test_error'] == min(r['test_error'] for r in log if r['test_error'] is not None)
+    assert (run / 'curves.png').stat().st_size > 1000 and (run / 'summary.json').is_file()
+    ckpt = resolve_checkpoint(run)
+    assert ckpt.name == 'step_00000040'
+    weights = load_file(str(ckpt / 'model.safetensors'))
+    assert torch.equal(weights['fc.weight'], head0)  # the head is saved, and untouched by training
+    stem0 = _tiny_model().stem.weight
+    assert not torch.equal(weights['stem.weight'], stem0)  # while the convs did train
+    # the checkpoint folder is a timm Hub folder that reloads to the same function
+    model = timm.create_model(f'local-dir:{ckpt}', pretrained=True)
+    assert torch.equal(model.fc.weight, head0)
+    assert tuple(model.pretrained_cfg['mean']) == pytest.approx(channel_stats(splits[0].images)[0])
+
+
+def test_multistep_lr_in_the_loop(tmp_path, splits):
+    train(tiny_overrides(tmp_path / 'run', decay_steps=(2, 4)), *splits)
+    lrs = [r['lr'] for r in _log(tmp_path / 'run')]
+    assert lrs == pytest.approx([0.05, 0.05, 0.005, 0.005, 0.0005, 0.0005], rel=1e-12)
+
+
+def test_resume_equals_uninterrupted(tmp_path, splits):
+    kw = dict(steps=6, checkpoint_every=3, keep_checkpoints=0, decay_steps=(2, 4), log_every=1)
+    full = tmp_path / 'full'
+    train(tiny_overrides(full, **kw), *splits)
+    ckpt3 = full / 'checkpoints' / 'step_00000003'
+    resumed = tmp_path / 'resumed'
+    summary = train({'resume': str(ckpt3), 'out_dir': str(resumed), 'progress': False, 'plot': False}, *splits)
+    assert summary['resumed_from'] == str(ckpt3)
+    a, b = _log(full), _log(resumed)
+    assert [r['step'] for r in b] == [4, 5, 6]
+    for ra, rb in zip(a[3:], b):
+        assert (ra['step'], ra['loss'], ra['lr'], ra['train_acc']) == (rb['step'], rb['loss'], rb['lr'], rb['train_acc'])
+    wa = load_file(str(full / 'checkpoints/step_00000006/model.safetensors'))
+    wb = load_file(str(resume_dir := resolve_checkpoint(resumed)) + '/model.safetensors')
+    assert resume_dir.name == 'step_00000006'
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_refuses_other_settings(tmp_path, splits):
+    run = tmp_path / 'run'
+    train(tiny_overrides(run, steps=2, checkpoint_every=2), *splits)
+    with pytest.raises(ValueError, match='cannot resume with different settings.*lr'):
+        train({'resume': str(run), 'lr': 0.1}, *splits)
+    with pytest.raises(FileExistsError, match='already holds a run'):
+        train(tiny_overrides(run, steps=2), *splits)
+
+
+def test_nan_guard_fires_on_poisoned_batch_and_keeps_last_good_checkpoint(tmp_path, splits):
+    run = tmp_path / 'run'
+
+    def poison(step, x, y):  # the 5th update (step index 4) gets a NaN image batch
+        return (x * float('nan'), y) if step == 4 else (x, y)
+
+    with pytest.raises(NonFiniteLossError, match='non-finite.*at step 5.*step_00000004'):
+        train(tiny_overrides(run, steps=8, checkpoint_every=2, log_every=3), *splits, batch_hook=poison)
+    assert resolve_checkpoint(run).name == 'step_00000004'
+    assert not (run / 'checkpoints' / 'step_00000006').exists()
+    weights = load_file(str(resolve_checkpoint(run) / 'model.safetensors'))
+    assert all(torch.isfinite(v).all() for v in weights.values())
+    summary = json.loads((run / 'summary.json').read_text())
+    assert summary['status'] == 'nonfinite_loss' and 'step 5' in summary['message']
+    assert all(math.isfinite(r['loss']) for r in _log(run))
+
+
+def test_nan_guard_fires_on_divergence(tmp_path, splits):
+    # an absurd lr makes the weights (and then the loss) blow up with nothing poisoned by hand
+    with pytest.raises(NonFiniteLossError, match='non-finite'):
+        train(tiny_overrides(tmp_path / 'run', lr=1e30, steps=20, log_every=20, checkpoint_every=20), *splits)
+    assert not (tmp_path / 'run' / 'checkpoints').exists()
+
+
+def test_device_augmentation_is_pad_crop_flip_and_covers_each_epoch(splits):
+    train_split = splits[0]
+    images = train_split.images[:24]
+    data = DeviceCifarTrain(images, train_split.labels[:24], batch_size=5, mean=(0, 0, 0), std=(1, 1, 1),
+                            device=torch.device('cpu'), seed=3)
+    padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
+    seen, flips, offsets = [], 0, set()
+    for _ in range(24):  # 5 epochs of 24 images in batches of 5 (batches cross epoch ends)
+        idx = data.next_indices()
+        crops = data.augment_uint8(idx).numpy()
+        for i, crop in zip(idx.tolist(), crops):
+            matches = [(dy, dx, f) for dy in range(9) for dx in range(9) for f in (False, True)
+                       if np.array_equal(crop, (padded[i, dy:dy + 32, dx:dx + 32, :][:, ::-1] if f
+                                                else padded[i, dy:dy + 32, dx:dx + 32, :]))]
+            assert matches, 'augmented image is not a crop (or flipped crop) of the zero-padded original'
+            flips += matches[0][2]
+            offsets.add(matches[0][:2])
+        seen.extend(idx.tolist())
+    for epoch in range(5):
+        assert sorted(seen[epoch * 24:(epoch + 1) * 24]) == list(range(24))
+    assert 0.3 < flips / 120 < 0.7 and len(offsets) > 30
+    x, y = data.next_batch()
+    assert x.dtype == torch.float32 and x.shape == (5, 3, 32, 32) and y.dtype == torch.int64
+
+
+def test_normalisation_uses_training_set_channel_stats(splits):
+    mean, std = channel_stats(splits[0].images)
+    data = DeviceCifarTrain(splits[0].images, splits[0].labels, 128, mean, std, torch.device('cpu'), augment=False)
+    x, _ = data.next_batch()
+    assert x.mean(dim=(0, 2, 3)).abs().max() < 1e-4
+    assert (x.std(dim=(0, 2, 3), unbiased=False) - 1).abs().max() < 1e-3
+
+
+def test_data_state_from_another_device_type_warns_and_reseeds(splits):
+    kw = dict(batch_size=8, mean=(0, 0, 0), std=(1, 1, 1), device=torch.device('cpu'))
+    a = DeviceCifarTrain(splits[0].images, splits[0].labels, seed=1, **kw)
+    a.next_indices()
+    state = {**a.state_dict(), 'device_type': 'cuda'}  # as if saved on a GPU
+    b = DeviceCifarTrain(splits[0].images, splits[0].labels, seed=1, **kw)
+    with pytest.warns(UserWarning, match='saved on cuda'):
+        b.load_state_dict(state, seed_after_move=7)
+    assert b.cursor == a.cursor and torch.equal(b.perm, a.perm)
+    assert b.generator.initial_seed() == 7

@@ -1,0 +1,129 @@
+"""The train-cifar / evaluate commands end to end on tiny official-format archives, resume after a real
+SIGKILL, and tools/train_imagenet.sh's argument checks."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from timm_identity.cli import main
+from timm_identity.data.testing import make_tiny_cifar
+
+from train_helpers import TINY_MODEL_ARGS
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_RUN = ['--device', 'cpu', *TINY_MODEL_ARGS, '--batch-size', '8', '--eval-batch-size', '16',
+            '--no-progress', '--no-plot']
+
+
+@pytest.fixture(scope='module')
+def tiny_cifar(tmp_path_factory):
+    return make_tiny_cifar(tmp_path_factory.mktemp('cifar'), num_train=40, num_test=20)
+
+
+def _log(run):
+    return [json.loads(line) for line in (Path(run) / 'log.jsonl').read_text().splitlines()]
+
+
+def test_train_cifar_then_evaluate(tmp_path, tiny_cifar, capsys):
+    run = tmp_path / 'run'
+    # the tiny archive is not the official one: its md5 check must be switched off
+    assert main(['train-cifar', '--data-dir', tiny_cifar.archive, '--no-verify-md5', '--out-dir', str(run),
+                 '--steps', '4', '--eval-every', '2', *TINY_RUN]) == 0
+    summary = json.loads((run / 'summary.json').read_text())
+    assert summary['status'] == 'completed' and summary['steps'] == 4 and summary['config']['lr'] == 0.05
+    assert summary['argv'] and summary['versions']['timm'] and summary['device'].startswith('cpu')
+    capsys.readouterr()
+    # evaluate the run folder (newest checkpoint, a Hub-format folder): the same error as the last eval
+    assert main(['evaluate', str(run), '--data-dir', tiny_cifar.folder, '--device', 'cpu']) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result['num_images'] == 20 and result['dataset'] == 'cifar10'
+    assert result['error'] == pytest.approx(summary['final_test_error'], abs=1e-4)
+    # a bare safetensors file needs the architecture
+    weights = run / 'checkpoints' / 'step_00000004' / 'model.safetensors'
+    assert main(['evaluate', str(weights), '--data-dir', tiny_cifar.folder]) == 2
+    assert 'say which network' in capsys.readouterr().err
+    assert main(['evaluate', str(weights), '--data-dir', tiny_cifar.folder, '--model', 'allconv_resnet_cifar',
+                 *TINY_MODEL_ARGS, '--mean', *map(str, summary['mean']), '--std', *map(str, summary['std'])]) == 0
+    assert json.loads(capsys.readouterr().out)['error'] == pytest.approx(result['error'])
+
+
+def test_train_cifar_clear_errors(tmp_path, tiny_cifar, capsys):
+    assert main(['train-cifar', '--out-dir', str(tmp_path / 'a'), *TINY_RUN]) == 2
+    assert '--data-dir is required' in capsys.readouterr().err
+    assert main(['train-cifar', '--data-dir', str(tmp_path / 'nothing'), '--out-dir', str(tmp_path / 'b'),
+                 *TINY_RUN]) == 2
+    assert 'error:' in capsys.readouterr().err
+    assert main(['train-cifar', '--data-dir', tiny_cifar.folder, '--steps', '0', *TINY_RUN]) == 2
+    assert 'steps must be a positive integer' in capsys.readouterr().err
+
+
+def test_train_cifar_nan_guard_exit_code(tmp_path, tiny_cifar, capsys):
+    assert main(['train-cifar', '--data-dir', tiny_cifar.folder, '--out-dir', str(tmp_path / 'run'),
+                 '--lr', '1e30', '--steps', '10', '--log-every', '5', *TINY_RUN]) == 3
+    err = capsys.readouterr().err
+    assert 'loss became non-finite' in err and 'training stopped' in err
+
+
+def test_resume_after_sigkill_equals_uninterrupted(tmp_path, tiny_cifar):
+    steps = 250
+    common = [sys.executable, str(REPO / 'tools' / 'train_cifar.py'), '--data-dir', tiny_cifar.folder,
+              '--steps', str(steps), '--log-every', '1', '--eval-every', '1000', '--checkpoint-every', '5',
+              '--keep-checkpoints', '2', '--decay-steps', '100', '200', *TINY_RUN]
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    # reference: uninterrupted
+    ref = tmp_path / 'ref'
+    subprocess.run([*common, '--out-dir', str(ref)], check=True, env=env, capture_output=True, timeout=300)
+    # killed with SIGKILL once it has written a few checkpoints, at whatever point it is then
+    run = tmp_path / 'run'
+    proc = subprocess.Popen([*common, '--out-dir', str(run)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    latest = run / 'checkpoints' / 'latest'
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if latest.is_file() and latest.read_text().strip() >= 'step_00000015':
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, 'the run finished before it could be killed; raise steps'
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    ckpt_step = int(latest.read_text().strip().split('_')[1])
+    assert 15 <= ckpt_step < steps
+    # resume with nothing but --resume: the rest comes from the checkpoint
+    subprocess.run([sys.executable, str(REPO / 'tools' / 'train_cifar.py'), '--resume', str(run),
+                    '--no-progress'], check=True, env=env, capture_output=True, timeout=300)
+    a, b = _log(ref), _log(run)
+    assert [r['step'] for r in b] == list(range(1, steps + 1))  # records after the checkpoint were replaced
+    for ra, rb in zip(a, b):
+        assert (ra['step'], ra['loss'], ra['lr'], ra['train_acc']) == (rb['step'], rb['loss'], rb['lr'], rb['train_acc'])
+    assert b[-1]['lr'] == pytest.approx(0.0005)
+    sa, sb = (json.loads((d / 'summary.json').read_text()) for d in (ref, run))
+    assert sa['final_test_error'] == sb['final_test_error']
+
+
+def test_train_imagenet_sh_help_and_errors(tmp_path):
+    sh = str(REPO / 'tools' / 'train_imagenet.sh')
+    env = {**os.environ, 'PYTHON': sys.executable}
+    env.pop('TIMM_TRAIN_PY', None)
+    help_ = subprocess.run(['bash', sh, '--help'], capture_output=True, text=True, env=env)
+    assert help_.returncode == 0 and 'git clone' in help_.stdout and '--device-modules timm_identity' in help_.stdout
+    r = subprocess.run(['bash', sh, '--data-dir', str(tmp_path)], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and 'no train.py' in r.stderr
+    fake = tmp_path / 'train.py'
+    fake.write_text('')
+    r = subprocess.run(['bash', sh, '--train-py', str(fake), '--data-dir', str(tmp_path)], capture_output=True,
+                       text=True, env=env)
+    assert r.returncode == 2 and 'no _info.json' in r.stderr
+    (tmp_path / '_info.json').write_text('{}')
+    r = subprocess.run(['bash', sh, '--train-py', str(fake), '--data-dir', str(tmp_path), '--nproc', '3'],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and 'not divisible' in r.stderr
+    r = subprocess.run(['bash', sh, '--train-py', str(fake), '--data-dir', str(tmp_path), '--nproc', '4',
+                        '--dry-run', '--', '--amp'], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert '--nproc_per_node=4' in r.stderr and '-b 64' in r.stderr and '--amp' in r.stderr
+    assert 'imagenet_paper.yaml' in r.stderr

@@ -1,0 +1,144 @@
+"""``timm-identity evaluate``: top-1 error of saved weights on the full CIFAR test set.
+
+Accepts:
+
+* a Hub-format folder (``config.json`` + ``model.safetensors``, as ``train-cifar`` checkpoints and the
+  export tool write them), loaded through timm (``local-dir:``) so the fixed head and the run's
+  mean/std come from the folder;
+* a ``train-cifar`` run folder (its newest checkpoint);
+* a bare ``.safetensors`` file, with ``--model`` (and ``--model-kwargs``) saying which network it is;
+* a timm name ``hf-hub:...`` / ``local-dir:...`` / ``<model>.<tag>`` with pretrained weights.
+
+Normalisation uses the model's ``pretrained_cfg`` mean/std unless ``--mean/--std`` are given.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+
+from .checkpoint import MODEL_FILE, load_model_weights, resolve_checkpoint
+from .cifar_trainer import _device_name, _versions, evaluate_model, parse_model_kwargs, resolve_device
+
+__all__ = ['load_for_eval', 'evaluate_checkpoint', 'add_parser']
+
+
+def load_for_eval(source: str, model_name: Optional[str] = None, model_kwargs: Optional[Dict[str, Any]] = None,
+                  num_classes: Optional[int] = None) -> torch.nn.Module:
+    """The model with the weights of ``source`` (see the module docstring for what ``source`` may be)."""
+    import timm
+    import timm_identity  # noqa: F401
+    path = Path(source)
+    if path.exists():
+        if path.is_dir() and not (path / MODEL_FILE).is_file():
+            path = resolve_checkpoint(path)  # a run folder
+        if path.is_dir():
+            if not (path / MODEL_FILE).is_file():
+                raise FileNotFoundError(f'{path}: no {MODEL_FILE} here')
+            return timm.create_model(f'local-dir:{path.resolve()}', pretrained=True)
+        if path.suffix != '.safetensors':
+            raise ValueError(f'{path}: expected a folder or a .safetensors file')
+        if not model_name:
+            raise ValueError(f'{path} is a bare weights file: say which network it is with --model '
+                             f'(and --model-kwargs if it is not the default architecture)')
+        kwargs = dict(model_kwargs or {})
+        if num_classes is not None:
+            kwargs.setdefault('num_classes', num_classes)
+        model = timm.create_model(model_name, **kwargs)
+        load_model_weights(model, path)
+        return model
+    if ':' in source or '.' in source:
+        return timm.create_model(source, pretrained=True)
+    raise FileNotFoundError(f'{source}: no such file or folder (and not a hf-hub:/local-dir:/<model>.<tag> name)')
+
+
+def evaluate_checkpoint(
+        source: str,
+        data_dir: str,
+        dataset: Optional[str] = None,
+        verify_md5: bool = True,
+        model_name: Optional[str] = None,
+        model_kwargs: Optional[Dict[str, Any]] = None,
+        mean=None,
+        std=None,
+        batch_size: int = 1000,
+        device: str = 'auto',
+        amp: str = 'none',
+        channels_last: bool = False,
+) -> Dict[str, Any]:
+    """Evaluate ``source`` on the CIFAR test set in ``data_dir``; returns loss, top-1/top-5, error."""
+    from timm_identity.data.cifar import load_cifar
+    t0 = time.perf_counter()
+    num_classes = {'cifar10': 10, 'cifar100': 100}.get(dataset) if dataset else None
+    model = load_for_eval(source, model_name, model_kwargs, num_classes)
+    if dataset is None:
+        dataset = {10: 'cifar10', 100: 'cifar100'}.get(model.num_classes)
+        if dataset is None:
+            raise ValueError(f'the model has {model.num_classes} classes; say which CIFAR with --dataset')
+    test = load_cifar(data_dir, dataset, 'test', verify_md5=verify_md5)
+    if model.num_classes != len(test.classes):
+        raise ValueError(f'the model has {model.num_classes} outputs but {dataset} has {len(test.classes)} classes')
+    cfg = getattr(model, 'pretrained_cfg', {}) or {}
+    mean = tuple(mean) if mean else tuple(cfg.get('mean', ()))
+    std = tuple(std) if std else tuple(cfg.get('std', ()))
+    if len(mean) != 3 or len(std) != 3:
+        raise ValueError('no mean/std known for this model: pass --mean and --std (3 values each, 0..1 scale)')
+    dev = resolve_device(device)
+    model = model.to(dev).eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    images = torch.from_numpy(np.ascontiguousarray(test.images)).to(dev)
+    labels = torch.from_numpy(np.asarray(test.labels, dtype=np.int64)).to(dev)
+    result = evaluate_model(model, images, labels, torch.tensor(mean, device=dev), torch.tensor(std, device=dev),
+                            batch_size, amp, channels_last)
+    return {
+        'source': source, 'dataset': dataset, 'split': 'test', **result,
+        'mean': mean, 'std': std, 'device': _device_name(dev), 'amp': amp,
+        'seconds': time.perf_counter() - t0, 'versions': _versions(),
+    }
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        'evaluate', help='top-1 error of a checkpoint / Hub folder on the full CIFAR test set',
+        description='Evaluate saved weights on the full CIFAR-10/100 test set (official archives). SOURCE: a '
+                    'Hub-format folder (config.json + model.safetensors, e.g. a train-cifar checkpoint), a '
+                    'train-cifar run folder (newest checkpoint), a .safetensors file (with --model), or a timm '
+                    'name such as local-dir:PATH / hf-hub:ID / allconv_resnet_cifar.<tag>.')
+    p.add_argument('source', metavar='SOURCE')
+    p.add_argument('--data-dir', required=True, help='official CIFAR python release (archive or folder)')
+    p.add_argument('--dataset', choices=('cifar10', 'cifar100'), help='default: from the number of classes')
+    p.add_argument('--no-verify-md5', dest='verify_md5', action='store_false')
+    p.add_argument('--model', help='architecture of a bare .safetensors file')
+    p.add_argument('--model-kwargs', nargs='*', metavar='KEY=VALUE', default=None)
+    p.add_argument('--mean', type=float, nargs=3, help='override the normalisation mean (0..1 scale)')
+    p.add_argument('--std', type=float, nargs=3)
+    p.add_argument('--batch-size', type=int, default=1000)
+    p.add_argument('--device', default='auto')
+    p.add_argument('--amp', choices=('none', 'bf16'), default='none')
+    p.add_argument('--channels-last', action='store_true')
+    p.add_argument('--output', help='also write the result JSON here')
+    p.set_defaults(func=_run)
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        result = evaluate_checkpoint(
+            args.source, args.data_dir, args.dataset, args.verify_md5, args.model,
+            parse_model_kwargs(args.model_kwargs), args.mean, args.std, args.batch_size, args.device, args.amp,
+            args.channels_last)
+    except (ValueError, FileNotFoundError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.output:
+        Path(args.output).write_text(text + '\n')
+    return 0

@@ -1,0 +1,76 @@
+"""Named training recipes for ``timm-identity train-cifar``, all in one place.
+
+``paper`` is the default and is the paper's recipe exactly (Section 4, SPEC.md §3): SGD with classical
+(not Nesterov) momentum 0.9, batch 128, weight decay 1e-4 on the conv weights only (biases and the
+fixed projection head get none; the head is not a parameter at all), lr 0.05 dropped x0.1 at 30k and
+50k steps, 60k steps, "standard" augmentation (4-pixel zero pad, random 32x32 crop, random horizontal
+flip) and per-channel mean/std normalisation.
+
+Note on ``opt``: in timm, ``'sgd'`` means SGD *with Nesterov momentum*; classical momentum is
+``'momentum'``. The paper used plain momentum, so ``paper`` uses ``'momentum'``.
+
+Every other recipe is for the speed work (issue 7) and never changes ``paper``. Every field is also a
+command-line flag that overrides the recipe's value.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict
+
+__all__ = ['RECIPES', 'RECIPE_KEYS', 'get_recipe']
+
+RECIPES: Dict[str, Dict[str, Any]] = {
+    'paper': dict(
+        opt='momentum',           # torch SGD, momentum 0.9, nesterov=False
+        momentum=0.9,
+        batch_size=128,
+        lr=0.05,
+        weight_decay=1e-4,        # conv weights only (timm puts 1-D params / biases in a no-decay group)
+        steps=60_000,             # the paper peaks near 50k; we run 60k and report final and best
+        sched='multistep',
+        decay_steps=(30_000, 50_000),
+        decay_rate=0.1,
+        warmup_steps=0,
+        warmup_lr=0.0,
+        min_lr=0.0,
+        label_smoothing=0.0,
+        augment=True,
+        pad=4,
+        hflip=True,
+        eval_every=2_000,
+    ),
+    # A starting point for the fast recipe of issue 7 (not tuned yet): 4x the batch with the lr scaled
+    # linearly, Nesterov momentum, a short linear warmup then cosine to zero, label smoothing 0.1, about
+    # 51 epochs. Same network, same augmentation, same conv-weights-only weight decay.
+    'fast': dict(
+        opt='sgd',                # timm 'sgd' = Nesterov momentum
+        momentum=0.9,
+        batch_size=512,
+        lr=0.2,
+        weight_decay=5e-4,
+        steps=5_000,
+        sched='cosine',
+        decay_steps=(),
+        decay_rate=0.1,
+        warmup_steps=200,
+        warmup_lr=0.02,
+        min_lr=0.0,
+        label_smoothing=0.1,
+        augment=True,
+        pad=4,
+        hflip=True,
+        eval_every=500,
+    ),
+}
+
+# the keys every recipe sets (and that are flags of train-cifar)
+RECIPE_KEYS = tuple(RECIPES['paper'])
+for _name, _recipe in RECIPES.items():
+    assert tuple(_recipe) == RECIPE_KEYS, f'recipe {_name} must set exactly {RECIPE_KEYS}'
+
+
+def get_recipe(name: str) -> Dict[str, Any]:
+    """A copy of recipe ``name``; a clear error for an unknown one."""
+    if name not in RECIPES:
+        raise ValueError(f'unknown recipe {name!r}; choose one of {sorted(RECIPES)}')
+    return copy.deepcopy(RECIPES[name])
