@@ -229,3 +229,17 @@ def test_data_state_from_another_device_type_warns_and_reseeds(splits):
         b.load_state_dict(state, seed_after_move=7)
     assert b.cursor == a.cursor and torch.equal(b.perm, a.perm)
     assert b.generator.initial_seed() == 7
+
+
+def test_time_limit_checkpoints_and_resume_finishes_the_same_run(tmp_path, splits):
+    kw = dict(steps=5, decay_steps=(2, 4))
+    train(tiny_overrides(tmp_path / 'full', **kw), *splits)
+    limited = tmp_path / 'limited'
+    # a budget that is over after the first step: evaluate, checkpoint at step 1, stop cleanly
+    summary = train(tiny_overrides(limited, time_limit=1e-9, **kw), *splits)
+    assert summary['status'] == 'time_limit' and summary['steps'] == 1 and '--resume' in summary['message']
+    assert resolve_checkpoint(limited).name == 'step_00000001' and summary['final_test_error'] is not None
+    resumed = train({'resume': str(limited), 'progress': False, 'plot': False}, *splits)
+    assert resumed['status'] == 'completed' and resumed['steps'] == 5  # the limit is not inherited
+    a, b = _log(tmp_path / 'full'), _log(limited)
+    assert [(r['step'], r['loss'], r['lr']) for r in a] == [(r['step'], r['loss'], r['lr']) for r in b]

@@ -69,6 +69,7 @@ RUNTIME_DEFAULTS: Dict[str, Any] = dict(
     resume=None,
     progress=True,
     plot=True,
+    time_limit=None,         # minutes of wall time for this process; then checkpoint and stop (resumable)
 )
 
 # what a resumed run may not change: everything that changes what is computed
@@ -108,6 +109,7 @@ def resolve_config(overrides: Dict[str, Any], resume_config: Optional[Dict[str, 
             raise ValueError(f'cannot resume with different settings ({lines}); leave them out to continue '
                              f'the run as it was, or start a new run')
         cfg.update(overrides)
+        cfg['time_limit'] = overrides.get('time_limit')  # a budget of one process, never inherited
     else:
         cfg = {**{k: _normalise(v) for k, v in RUNTIME_DEFAULTS.items()}}
         cfg.update({k: _normalise(v) for k, v in get_recipe(overrides.get('recipe', cfg['recipe'])).items()})
@@ -386,6 +388,7 @@ def train(
     std_t = torch.tensor(std, device=device)
     steps, bs = cfg['steps'], cfg['batch_size']
     checkpoint_every = cfg['checkpoint_every'] or cfg['eval_every']
+    deadline = process_start + 60 * cfg['time_limit'] if cfg['time_limit'] else math.inf
     label_smoothing = cfg['label_smoothing']
 
     from timm.utils import AverageMeter, accuracy
@@ -454,8 +457,9 @@ def train(
         images_interval += bs
 
         done = step + 1
-        do_eval = done % cfg['eval_every'] == 0 or done == steps
-        do_ckpt = done % checkpoint_every == 0 or done == steps
+        out_of_time = time.perf_counter() > deadline  # host clock only: no wait for the device
+        do_eval = done % cfg['eval_every'] == 0 or done == steps or out_of_time
+        do_ckpt = done % checkpoint_every == 0 or done == steps or out_of_time
         if not (do_eval or do_ckpt or done % cfg['log_every'] == 0):
             continue
 
@@ -519,6 +523,10 @@ def train(
         acc_meter.reset()
         images_interval = 0
         t_interval = time.perf_counter()
+        if out_of_time and done < steps:
+            pbar.close()
+            return finish('time_limit', f'stopped at step {done} of {steps} after the {cfg["time_limit"]} min '
+                                        f'time limit; continue with --resume {run_dir}')
     pbar.close()
     return finish('completed')
 
@@ -548,7 +556,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "recipe is the paper's (SGD momentum 0.9, batch 128, wd 1e-4 on conv weights, lr 0.05 x0.1 "
                     "at 30k and 50k steps, 60k steps). Every recipe value below is a flag that overrides it. "
                     f"Recipes: {recipes}.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group('data and model')
     g.add_argument('--data-dir', help='official CIFAR python release: cifar-10-python.tar.gz, '
@@ -594,6 +601,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument('--compile-mode', help="torch.compile mode, e.g. 'max-autotune' or 'reduce-overhead'")
     g.add_argument('--no-progress', dest='progress', action='store_const', const=False, help='no progress bar')
     g.add_argument('--no-plot', dest='plot', action='store_const', const=False, help='no curves.png')
+    g.add_argument('--time-limit', type=float, metavar='MINUTES',
+                   help='stop after this much wall time at the next step: evaluate, checkpoint, write the summary '
+                        '(status "time_limit") and exit 0; --resume continues (for machines lent by the minute)')
     p.set_defaults(func=_run)
     return p
 
