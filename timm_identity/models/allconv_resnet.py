@@ -14,6 +14,7 @@ Pretrained tags are generated from the ``config.json`` files in the repository's
 """
 import json
 from importlib import resources
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -233,8 +234,17 @@ class AllConvResNet(nn.Module):
         return take_indices
 
 
+def _hub_configs_root():
+    """The installed package data ``timm_identity.hub_configs``, or ``hub_configs/`` beside the package
+    when it runs from a plain checkout on ``PYTHONPATH`` (no install, e.g. on a lent GPU machine)."""
+    try:
+        return resources.files('timm_identity.hub_configs')
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[2] / 'hub_configs'
+
+
 def _hub_config_dirs():
-    return [d for d in sorted(resources.files('timm_identity.hub_configs').iterdir(), key=lambda p: p.name)
+    return [d for d in sorted(_hub_configs_root().iterdir(), key=lambda p: p.name)
             if d.is_dir() and (d / 'config.json').is_file()]
 
 
