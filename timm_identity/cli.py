@@ -9,6 +9,7 @@ import sys
 
 # (module that defines add_parser) in the order `--help` lists them
 COMMAND_MODULES = (
+    'timm_identity.theory.cli',
 )
 
 
