@@ -45,9 +45,10 @@ def run_linear(args: argparse.Namespace) -> int:
         recs = [r for r in sweep if r['method'] == method]
         summary['theorem21'][method] = {
             'constructions': len(recs), 'max_residual': max(r['residual'] for r in recs),
-            'max_ratio_to_bound': max(r['ratio'] for r in recs),
+            'max_ratio_to_bound': max([r['max_norm'] / r['bound'] for r in recs if r['bound'] > 1e-9], default=None),
+            # a violation: max ||A_i|| above the bound by more than round-off
             'bound_violations': [{k: r[k] for k in ('d', 'gamma', 'depth', 'max_norm', 'bound', 'counts')}
-                                 for r in recs if r['ratio'] > 1]}
+                                 for r in recs if r['max_norm'] > r['bound'] + 1e-12]}
     summary['eq23'] = {'points': len(eq23), 'all_hold': all(r['holds'] for r in eq23),
                        'min_lhs_over_rhs': min(r['lhs'] / r['rhs'] for r in eq23 if r['rhs'] > 0)}
     found = [r for r in crit if r['grad_norm_sq'] < 1e-12]

@@ -482,7 +482,7 @@ def theorem21_sweep(dims: list[int], gammas: list[float], depths: list[int], see
                         small_norm_optimum(R, depth, method=method)
                     records.append({'d': d, 'gamma': gamma, 'gamma_measured': opt.gamma, 'depth': depth,
                                     'method': method, 'max_norm': opt.max_norm, 'bound': opt.bound,
-                                    'ratio': opt.max_norm / opt.bound, 'residual': opt.residual,
+                                    'residual': opt.residual,
                                     'counts': list(opt.counts)})
     return records
 

@@ -51,7 +51,7 @@ def plot_norm_decay(curves: Sequence[dict], path: str | Path) -> Path:
 def plot_loss_curves(runs: Sequence[dict], path: str | Path) -> Path:
     """Gradient descent on the population risk: ``f(A) - C_opt`` against step, one panel per depth.
 
-    Each run: ``{'depth', 'label', 'steps', 'excess_risk'}``."""
+    Each run: ``{'depth', 'label', 'parameterisation', 'init_scale', 'steps', 'excess_risk'}``."""
     depths = sorted({r['depth'] for r in runs})
     cols = min(2, len(depths))
     rows = math.ceil(len(depths) / cols)
@@ -61,8 +61,9 @@ def plot_loss_curves(runs: Sequence[dict], path: str | Path) -> Path:
     for ax, depth in zip(axes.flat, depths):
         for r in (r for r in runs if r['depth'] == depth):
             y = [max(v, 1e-32) for v in r['excess_risk']]
+            from_zero = r['parameterisation'] == 'standard' and r['init_scale'] == 0
             ax.semilogy(r['steps'], y, lw=1.6, color=colours[r['label']], label=r['label'],
-                        ls='--' if 'from 0' in r['label'] and 'standard' in r['label'] else '-')
+                        ls='--' if from_zero else '-', zorder=3 if from_zero else 2)
         ax.set_title(f'depth l = {depth}', fontsize=10)
         ax.set_xlabel('gradient step')
         ax.grid(True, which='both', alpha=0.3)
