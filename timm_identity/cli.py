@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     'timm_identity.train.cifar_trainer',
     'timm_identity.train.evaluate',
     'timm_identity.hub.cli',
+    'timm_identity.theory.cli',
 )
 
 
