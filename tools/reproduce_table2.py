@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+"""Reproduce Table 2 (CIFAR-10 / CIFAR-100) on a lent GPU machine, in three phases.
+
+    stage    (this machine)  copy ../shared/data's CIFAR parts into .data/ and the wheels the GPU machine
+                             lacks into .whl/ (both git-ignored), and print the device calls that carry
+                             them over and run the `gpu` phase;
+    gpu      (GPU machine)   restore the official archives from .data/ (or use --data-dir), train with
+                             `timm-identity train-cifar` (the paper's recipe by default) for at most
+                             --time-limit minutes, resuming the run folder if it holds a checkpoint, and
+                             pack what comes back into --out: summary.json, log.jsonl, config.json and
+                             the fp32 weights as safetensors shards of at most 15 MB (the device returns at
+                             most 8 files of 16 MiB);
+    collect  (this machine)  merge the shards into one model.safetensors, evaluate it here on the full
+                             test set with `timm-identity evaluate`, check the result against the GPU's,
+                             and write results/table2/<dataset>-<recipe>/ (optionally also export the
+                             weights into hub_configs/ with `timm-identity export --to-hub-configs`).
+
+A dry run on CPU (tiny step count, tiny model) exercises all of it:
+
+    python tools/reproduce_table2.py gpu --dataset cifar10 --data-dir /tmp/cifar --device cpu --steps 4 \\
+        --train-args "--model-kwargs depths=(1,1,1) widths=(8,16,32) stem_chs=8" --out /tmp/t2 --run-dir /tmp/t2run
+    python tools/reproduce_table2.py collect /tmp/t2 --data-dir /tmp/cifar --results /tmp/t2res
+"""
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / 'shared' / 'data'
+LAYOUTS = {'cifar10': 'cifar-10-batches-py', 'cifar100': 'cifar-100-python'}
+DEVICE_FILE_LIMIT, DEVICE_FILE_BYTES = 8, 16 * 2 ** 20
+SHARD_SIZE = '15MB'
+PACKED_FILES = ('summary.json', 'log.jsonl', 'config.json')
+
+
+def _cli(argv: Sequence[str]) -> int:
+    sys.path.insert(0, str(REPO))
+    from timm_identity.cli import main
+    return main(list(argv))
+
+
+# ---- stage (this machine) ----------------------------------------------------------------------------------
+
+def stage(args: argparse.Namespace) -> int:
+    """Copy the CIFAR parts and the needed wheels into git-ignored folders; print the device-call plan."""
+    src = Path(args.shared_data)
+    if not (src / 'restore_cifar.py').is_file():
+        raise SystemExit(f'error: {src} has no restore_cifar.py; pass --shared-data <path of shared/data>')
+    data = REPO / '.data'
+    data.mkdir(exist_ok=True)
+    shutil.copy2(src / 'restore_cifar.py', data / 'restore_cifar.py')
+    for dataset in args.datasets:
+        if not (data / dataset).exists():
+            shutil.copytree(src / dataset, data / dataset)
+    wheels = REPO / '.whl'
+    wheels.mkdir(exist_ok=True)
+    import timm
+    pip = [sys.executable, '-m', 'pip']
+    subprocess.run(pip + ['download', '-q', '--no-deps', '-d', str(wheels), f'timm=={timm.__version__}'], check=True)
+    subprocess.run(pip + ['wheel', '-q', '--no-deps', '-w', str(wheels), str(REPO)], check=True)
+    shutil.rmtree(REPO / 'build', ignore_errors=True)
+
+    install = ('python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && '
+               'export PYTHONPATH=/tmp/site || exit;')
+    print('Device calls, back to back (the machine stays warm ~30 s between calls; if a listing shows an '
+          'earlier part missing, it went cold: start over):')
+    n = 0
+    for dataset in args.datasets:
+        zips = sorted(p.name for p in (data / dataset / 'zips').glob('train-*.zip'))
+        for i in range(0, len(zips), 2):
+            n += 1
+            carry = [f'.data/{dataset}/zips/{z}' for z in zips[i:i + 2]]
+            print(f'{n}. carry {carry}\n   command: ls -la .data/{dataset}/zips')
+        n += 1
+        carry = [f'.data/{dataset}/zips/test-0.zip', f'.data/{dataset}/parts', '.data/restore_cifar.py', '.whl']
+        print(f'{n}. carry {carry}\n   command: {install} python3 tools/reproduce_table2.py gpu --dataset {dataset} '
+              f'--time-limit {args.time_limit} --out $OUT/{dataset} --train-args "{args.train_args}"')
+        print(f'   then, while it returns status "time_limit", repeat without carry: the same command '
+              f'(it resumes runs/table2-{dataset}-paper); fetch each reply\'s files.')
+    print('Finally, here: python tools/reproduce_table2.py collect <files_at>/<dataset> --data-dir <official archives>')
+    return 0
+
+
+# ---- gpu (GPU machine; CPU for a dry run) -------------------------------------------------------------------
+
+def _restore(dataset: str, root: Path) -> Path:
+    if not (root / LAYOUTS[dataset]).is_dir():
+        restore = REPO / '.data' / 'restore_cifar.py'
+        zips = REPO / '.data' / dataset / 'zips'
+        missing = [p for p in (restore, zips / 'test-0.zip', REPO / '.data' / dataset / 'parts') if not p.exists()]
+        missing += [zips / f'train-{i}.zip' for i in range(4) if not (zips / f'train-{i}.zip').exists()]
+        if missing:
+            raise SystemExit('error: cannot restore CIFAR, missing ' + ', '.join(str(p) for p in missing) +
+                             ' (carry them first: see `reproduce_table2.py stage`), or pass --data-dir')
+        subprocess.run([sys.executable, str(restore), str(root), dataset], check=True)
+    return root
+
+
+def pack(run_dir: Path, out: Path) -> List[Path]:
+    """Newest checkpoint + logs of ``run_dir`` -> ``out``, weights sharded under the device's file limits."""
+    import torch
+    from huggingface_hub import save_torch_state_dict
+    from safetensors.torch import load_file
+    from timm_identity.train.checkpoint import CONFIG_FILE, MODEL_FILE, resolve_checkpoint
+
+    ckpt = resolve_checkpoint(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ('summary.json', 'log.jsonl'):
+        shutil.copy2(run_dir / name, out / name)
+    shutil.copy2(ckpt / CONFIG_FILE, out / CONFIG_FILE)
+    state = {k: v.to(torch.float32).contiguous() for k, v in load_file(str(ckpt / MODEL_FILE)).items()}
+    save_torch_state_dict(state, out, filename_pattern='model{suffix}.safetensors', max_shard_size=SHARD_SIZE)
+    files = sorted(p for p in out.iterdir() if p.is_file())
+    too_big = [f'{p.name} ({p.stat().st_size} B)' for p in files if p.stat().st_size > DEVICE_FILE_BYTES]
+    if len(files) > DEVICE_FILE_LIMIT or too_big:
+        raise SystemExit(f'error: {out} holds {len(files)} files (limit {DEVICE_FILE_LIMIT}); too big: {too_big}')
+    return files
+
+
+def gpu(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir) if args.data_dir else _restore(args.dataset, Path(args.restore_to))
+    run_dir = Path(args.run_dir or REPO / 'runs' / f'table2-{args.dataset}-{args.recipe}')
+    common = ['--time-limit', str(args.time_limit), '--no-progress', *(['--device', args.device] if args.device else [])]
+    if (run_dir / 'checkpoints').is_dir():
+        argv = ['train-cifar', '--resume', str(run_dir), *common]
+    else:
+        argv = ['train-cifar', '--dataset', args.dataset, '--data-dir', str(data_dir), '--no-verify-md5',
+                '--recipe', args.recipe, '--out-dir', str(run_dir), *common,
+                *(['--steps', str(args.steps)] if args.steps else []), *args.train_args]
+    print('timm-identity ' + ' '.join(argv), flush=True)
+    code = _cli(argv)
+    if code != 0:
+        return code
+    files = pack(run_dir, Path(args.out))
+    summary = json.loads((run_dir / 'summary.json').read_text())
+    print(json.dumps({k: summary.get(k) for k in (
+        'status', 'steps', 'target_steps', 'final_test_error', 'best_test_error', 'best_step', 'wall_time_s',
+        'images_per_s_median', 'device')}, indent=2))
+    print('packed: ' + ', '.join(f'{p.name} ({p.stat().st_size / 1e6:.1f} MB)' for p in files))
+    return 0
+
+
+# ---- collect (this machine) -------------------------------------------------------------------------------
+
+def unpack(packed: Path, dest: Path) -> Path:
+    """Shards + config from ``gpu`` -> a Hub-format folder ``dest`` (config.json + model.safetensors)."""
+    from safetensors.torch import load_file, save_file
+    index_file = packed / 'model.safetensors.index.json'
+    if index_file.is_file():
+        shards = sorted(set(json.loads(index_file.read_text())['weight_map'].values()))
+    elif (packed / 'model.safetensors').is_file():
+        shards = ['model.safetensors']
+    else:
+        raise SystemExit(f'error: {packed} holds neither model.safetensors.index.json nor model.safetensors')
+    state = {}
+    for shard in shards:
+        state.update(load_file(str(packed / shard)))
+    dest.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(dest / 'model.safetensors'))
+    shutil.copy2(packed / 'config.json', dest / 'config.json')
+    return dest
+
+
+def collect(args: argparse.Namespace) -> int:
+    packed = Path(args.packed)
+    missing = [n for n in PACKED_FILES if not (packed / n).is_file()]
+    if missing:
+        raise SystemExit(f'error: {packed} lacks {missing}: is it the files folder of a `gpu` run?')
+    summary = json.loads((packed / 'summary.json').read_text())
+    results = Path(args.results or REPO / 'results' / 'table2' / f"{summary['dataset']}-{summary['recipe']}")
+    results.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = unpack(packed, Path(tmp) / 'weights')
+        eval_json = results / 'evaluate_here.json'
+        code = _cli(['evaluate', str(weights), '--data-dir', args.data_dir, '--dataset', summary['dataset'],
+                     '--no-verify-md5', '--device', 'cpu', '--output', str(eval_json)])
+        if code != 0:
+            return code
+        if args.export:
+            code = _cli(['export', str(weights / 'model.safetensors'), '--arch',
+                         f"{summary['model']}.{summary['dataset']}", '--summary', str(packed / 'summary.json'),
+                         '--to-hub-configs', *([args.hub_configs] if args.hub_configs else [])])
+            if code != 0:
+                return code
+    for name in ('summary.json', 'log.jsonl'):
+        shutil.copy2(packed / name, results / name)
+    from timm_identity.train.cifar_trainer import plot_curves
+    records = [json.loads(line) for line in (packed / 'log.jsonl').read_text().splitlines() if line.strip()]
+    plot_curves(records, results / 'curves.png', title=f"{summary['model']} on {summary['dataset']}")
+    here = json.loads(eval_json.read_text())
+    gpu_error, here_error = summary['final_test_error'], here['error']
+    agree = gpu_error is not None and abs(gpu_error - here_error) <= args.tolerance
+    print(f"test error: GPU {gpu_error} %, here {here_error} % -> {'agree' if agree else 'DIFFER'} "
+          f"(tolerance {args.tolerance} points); results in {results}")
+    return 0 if agree else 1
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest='phase', required=True)
+    p = sub.add_parser('stage', help='this machine: stage data + wheels, print the device calls')
+    p.add_argument('--datasets', nargs='+', default=['cifar10', 'cifar100'], choices=sorted(LAYOUTS))
+    p.add_argument('--shared-data', default=str(SHARED_DATA), help='the shared/data folder (default: ../shared/data)')
+    p.add_argument('--time-limit', type=float, default=8.5, help='minutes of training per device call')
+    p.add_argument('--train-args', default='--amp bf16 --channels-last --compile', metavar='"FLAGS"',
+                   help='train-cifar flags for the gpu phase (default: bf16 autocast, channels_last, torch.compile)')
+    p.set_defaults(func=stage)
+
+    p = sub.add_parser('gpu', help='GPU machine: restore data, train (resumable), pack results into --out')
+    p.add_argument('--dataset', choices=sorted(LAYOUTS), required=True)
+    p.add_argument('--recipe', default='paper', help='train-cifar recipe (default: paper)')
+    p.add_argument('--data-dir', help='official CIFAR archives (default: restore them from .data/)')
+    p.add_argument('--restore-to', default='/tmp/cifar', help='where to restore the archives (default /tmp/cifar)')
+    p.add_argument('--run-dir', help='run folder (default runs/table2-<dataset>-<recipe>); resumed if it has one')
+    p.add_argument('--out', default=os.environ.get('OUT'), help='folder for what comes back (default $OUT)')
+    p.add_argument('--time-limit', type=float, default=8.5, help='minutes of training in this call (default 8.5)')
+    p.add_argument('--steps', type=int, help='override the recipe\'s steps (dry runs)')
+    p.add_argument('--device', help='train-cifar --device (default auto)')
+    p.add_argument('--train-args', type=shlex.split, default=[], metavar='"FLAGS"',
+                   help='further train-cifar flags for a new run, as one quoted string, '
+                        'e.g. "--amp bf16 --channels-last --compile"')
+    p.set_defaults(func=gpu)
+
+    p = sub.add_parser('collect', help='this machine: merge shards, evaluate here, write results/table2/')
+    p.add_argument('packed', help='the files folder a `gpu` call brought back')
+    p.add_argument('--data-dir', required=True, help='official CIFAR archives (e.g. restored from ../shared/data)')
+    p.add_argument('--results', help='results folder (default results/table2/<dataset>-<recipe>)')
+    p.add_argument('--tolerance', type=float, default=0.05, help='allowed difference in test error points')
+    p.add_argument('--export', action='store_true', help='also export the weights into hub_configs/')
+    p.add_argument('--hub-configs', help='hub_configs folder for --export (default: this checkout\'s)')
+    p.set_defaults(func=collect)
+
+    args = parser.parse_args(argv)
+    if args.phase == 'gpu' and not args.out:
+        parser.error('--out is required (or $OUT set)')
+    return args.func(args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
