@@ -71,6 +71,15 @@ def test_export_timm_train_checkpoint_uses_ema_and_weights_only(tmp_path):
     with torch.no_grad():
         assert torch.equal(out(X), model(X))
 
+    # train.py's run folder: model_best.pth.tar with summary.csv (eval_top1 of the last and the best epoch)
+    (tmp_path / 'summary.csv').write_text('epoch,train_loss,eval_loss,eval_top1,eval_top5\n'
+                                          '0,2.0,1.9,80.0,99.0\n1,1.5,1.4,91.0,99.5\n2,1.4,1.4,90.5,99.5\n')
+    folder = export_checkpoint(tmp_path, tmp_path / 'run', tag='cifar10', model_card=write_model_card(tmp_path))
+    results = {e.metric_name: e.metric_value for e in ModelCard((folder / 'README.md').read_text()).data.eval_results}
+    assert results['Top-1 accuracy (final)'] == 90.5 and results['Top-1 accuracy (best during training)'] == 91.0
+    with torch.no_grad():
+        assert torch.equal(timm.create_model(f'local-dir:{folder}', pretrained=True).eval()(X), ema(X))
+
 
 class _Evil:
     def __reduce__(self):

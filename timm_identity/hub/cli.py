@@ -12,9 +12,8 @@ examples:
   timm-identity export runs/c10/checkpoints/step_00060000 --tag cifar10 --output export/c10
   timm-identity export weights.safetensors --arch allconv_resnet_cifar.cifar10 \\
       --summary runs/c10/summary.json --output export/allconv_resnet_cifar.cifar10
-  # timm train.py checkpoint (EMA weights if present), half-size weights
-  timm-identity export output/train/.../model_best.pth.tar --arch allconv_resnet_imagenet.in1k \\
-      --summary output/train/.../summary.csv --fp16 --output export/in1k
+  # timm train.py run folder (model_best.pth.tar, EMA weights if present, + summary.csv), half-size weights
+  timm-identity export output/train/<experiment> --arch allconv_resnet_imagenet.in1k --fp16 --output export/in1k
   # into the clone's hub_configs/ and the local HF cache: pretrained=True then works offline here
   timm-identity export runs/c10 --arch allconv_resnet_cifar.cifar10 --to-hub-configs --to-hf-cache
 
@@ -79,8 +78,8 @@ def add_parser(subparsers) -> None:
                     'Written under a temporary name, reloaded and checked, then renamed into place.',
         epilog=EXPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('checkpoint', help='a train-cifar run folder (newest checkpoint + its summary.json), its '
-                                      'summary.json, a checkpoint or Hub-form folder (model.safetensors + '
-                                      'config.json), a .safetensors state dict, or a torch checkpoint (.pth.tar, '
+                                      'summary.json, a timm train.py run folder (model_best.pth.tar + summary.csv), a checkpoint or '
+                                      'Hub-form folder (model.safetensors + config.json), a .safetensors state dict, or a torch checkpoint (.pth.tar, '
                                       '.pth; read with weights_only=True)')
     p.add_argument('--arch', help='model name, optionally with the tag: allconv_resnet_cifar.cifar10 (default: '
                                   'from the checkpoint/summary)')

@@ -33,7 +33,7 @@ __all__ = ['ExportError', 'export_checkpoint', 'export_model', 'read_checkpoint'
 _logger = logging.getLogger(__name__)
 
 HUB_ORG = 'timm-identity'
-PICKLE_SUFFIXES = ('.pth', '.pt', '.tar', '.bin', '.ckpt', '.pkl', '.pickle')
+TIMM_BEST = 'model_best.pth.tar'
 
 
 class ExportError(RuntimeError):
@@ -63,7 +63,8 @@ def resolve_source(path: Union[str, Path]) -> Tuple[Path, Optional[Path]]:
       folder): its weights, no summary (an older checkpoint's metrics are not the run's);
     - a ``train-cifar`` run folder: its newest checkpoint, and its ``summary.json`` if that summary was
       written for that checkpoint;
-    - a ``train-cifar`` ``summary.json``: the checkpoint it names (``last_checkpoint``), and the summary.
+    - a ``train-cifar`` ``summary.json``: the checkpoint it names (``last_checkpoint``), and the summary;
+    - a timm ``train.py`` run folder: its ``model_best.pth.tar`` and ``summary.csv``.
     """
     from timm_identity.train.checkpoint import MODEL_FILE, resolve_checkpoint
     path = Path(path)
@@ -72,6 +73,9 @@ def resolve_source(path: Union[str, Path]) -> Tuple[Path, Optional[Path]]:
     if path.is_dir():
         if (path / MODEL_FILE).is_file():
             return path / MODEL_FILE, None
+        if (path / TIMM_BEST).is_file():  # a timm train.py run folder
+            csv = path / 'summary.csv'
+            return path / TIMM_BEST, (csv if csv.is_file() else None)
         try:
             ckpt = resolve_checkpoint(path)
         except FileNotFoundError as e:
