@@ -143,13 +143,24 @@ def run_expressivity(args: argparse.Namespace) -> int:
 # parsers
 # ---------------------------------------------------------------------------------------------------------
 
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default, except where there is nothing useful to show (None, on/off switches) or the
+    help text already says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ''
+        if action.default is None or isinstance(action.default, bool) or '(default' in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     theory = subparsers.add_parser(
         'theory', help="the paper's theory (Sections 2-3) as runnable experiments",
         description='Hardt & Ma, Sections 2 (linear residual networks) and 3 (finite-sample expressivity).')
     sub = theory.add_subparsers(dest='theory_command', metavar='EXPERIMENT')
     sub.required = True
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _DefaultsHelpFormatter
 
     lin = sub.add_parser(
         'linear', formatter_class=fmt, help='Section 2: Theorem 2.1 sweep, eq. (2.3), critical points, GD',
@@ -157,7 +168,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     'critical-point search inside the ball (Theorem 2.2), and gradient descent for the residual '
                     'vs the standard parameterisation. Writes linear.json, linear_theorem21.png, linear_gd.png.')
     lin.add_argument('--out', default='results/theory', help='output folder')
-    lin.add_argument('--seed', type=int, default=0)
+    lin.add_argument('--seed', type=int, default=0, help='seed of every random R, point and init')
     lin.add_argument('--dim', type=int, default=8, help='d for gradient descent and eq. (2.3)')
     lin.add_argument('--depths', type=int, nargs='+', default=[2, 4, 8, 16], help='depths for gradient descent')
     lin.add_argument('--steps', type=int, default=1500, help='gradient steps per run')
@@ -168,7 +179,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     lin.add_argument('--sweep-dims', type=int, nargs='+', default=[3, 8, 32], help='sizes d of R (Theorem 2.1)')
     lin.add_argument('--sweep-gammas', type=float, nargs='+', default=[0.05, 0.5, 2.0],
                      help='gamma = max |log sigma(R)| of the random R')
-    lin.add_argument('--sweep-depths', type=int, nargs='+',
+    lin.add_argument('--sweep-depths', type=int, nargs='+', help='depths l (Theorem 2.1)',
                      default=[3, 4, 5, 6, 7, 8, 11, 16, 23, 32, 45, 64, 91, 128, 181, 256])
     lin.add_argument('--eq23-points', type=int, default=200, help='random points for eq. (2.3)')
     lin.add_argument('--critical-starts', type=int, default=10, help='critical-point searches (each kind)')
@@ -181,7 +192,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     'expressivity_NAME.json and one PNG per label kind.')
     exp.add_argument('--out', default='results/theory', help='output folder')
     exp.add_argument('--name', default='synthetic', help='file stem: expressivity_NAME.json')
-    exp.add_argument('--seed', type=int, default=0)
+    exp.add_argument('--seed', type=int, default=0, help='seed of the data, A_0 and surrogate labels')
     exp.add_argument('--dataset', choices=['synthetic', 'cifar10', 'cifar100'], default='synthetic')
     exp.add_argument('--data-root', default='/tmp/cifar-official',
                      help='folder with the official CIFAR python archives/folders (for cifar10/cifar100)')
