@@ -189,3 +189,10 @@ def test_export_accepts_train_cifar_run_folder_summary_and_checkpoint_folder(tmp
     assert cli_main(['export', str(run), '--output', str(tmp_path / 'cli'), '--model-card', str(card)]) == 0
     assert cli_main(['export', str(tmp_path / 'nothing'), '--output', str(tmp_path / 'x')]) == 2
     assert cli_main(['export', str(tmp_path / 'old'), '--output', str(tmp_path / 'x')]) == 0  # a Hub folder too
+
+
+def test_export_cli_missing_label_names_file_is_a_clear_error(tmp_path, capsys):
+    ckpt, _, _ = tiny_checkpoint(tmp_path, summary=False)
+    assert cli_main(['export', str(ckpt), '--arch', 'allconv_resnet_cifar.cifar10', '--label-names',
+                     str(tmp_path / 'labels.txt'), '--output', str(tmp_path / 'out')]) == 2
+    assert 'labels.txt' in capsys.readouterr().err and not (tmp_path / 'out').exists()

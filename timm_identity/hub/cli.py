@@ -38,10 +38,10 @@ before anything is sent.
 def _export(args: argparse.Namespace) -> int:
     from .export import ExportError, export_checkpoint
     label_names = None
-    if args.label_names:
-        with open(args.label_names, encoding='utf-8') as f:
-            label_names = [line.strip() for line in f if line.strip()]
     try:
+        if args.label_names:
+            with open(args.label_names, encoding='utf-8') as f:
+                label_names = [line.strip() for line in f if line.strip()]
         folder = export_checkpoint(
             args.checkpoint, args.output, arch=args.arch, tag=args.tag, model_args=args.model_kwargs,
             use_ema=not args.no_ema, summary=args.summary,
@@ -50,7 +50,7 @@ def _export(args: argparse.Namespace) -> int:
             description=args.description, fp16=args.fp16, model_card=args.model_card, overwrite=args.overwrite,
             verify=not args.no_verify,
         )
-    except (ExportError, FileNotFoundError, ValueError) as e:
+    except (ExportError, OSError, ValueError) as e:
         print(f'timm-identity export: error: {e}', file=sys.stderr)
         return 2
     print(f'Exported to {folder}')
