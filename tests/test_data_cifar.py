@@ -75,11 +75,14 @@ def test_wrong_md5_is_rejected_naming_the_file(tiny10):
         load_cifar(tiny10.archive, 'cifar10', 'train')
 
 
-def test_md5_check_off_reads_and_warns(tiny10, caplog):
+def test_md5_check_off_reads_and_warns(tiny10, caplog, monkeypatch):
+    monkeypatch.setattr(cifar, '_MD5_OFF_LOGGED', set())
     with caplog.at_level(logging.WARNING, logger=cifar.__name__):
         loaded = load_cifar(tiny10.archive, 'cifar10', 'test', verify_md5=False)
+        load_cifar(tiny10.archive, 'cifar10', 'train', verify_md5=False)
     assert_same(loaded, tiny10.splits['test'])
     assert 'md5 check is OFF' in caplog.text and tiny10.archive in caplog.text
+    assert caplog.text.count('md5 check is OFF') == 1  # once per archive, not once per split read
 
 
 def test_truncated_archive_is_a_clear_error(tiny10, tmp_path):

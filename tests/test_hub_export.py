@@ -71,6 +71,15 @@ def test_export_timm_train_checkpoint_uses_ema_and_weights_only(tmp_path):
     with torch.no_grad():
         assert torch.equal(out(X), model(X))
 
+    # train.py's run folder: model_best.pth.tar with summary.csv (eval_top1 of the last and the best epoch)
+    (tmp_path / 'summary.csv').write_text('epoch,train_loss,eval_loss,eval_top1,eval_top5\n'
+                                          '0,2.0,1.9,80.0,99.0\n1,1.5,1.4,91.0,99.5\n2,1.4,1.4,90.5,99.5\n')
+    folder = export_checkpoint(tmp_path, tmp_path / 'run', tag='cifar10', model_card=write_model_card(tmp_path))
+    results = {e.metric_name: e.metric_value for e in ModelCard((folder / 'README.md').read_text()).data.eval_results}
+    assert results['Top-1 accuracy (final)'] == 90.5 and results['Top-1 accuracy (best during training)'] == 91.0
+    with torch.no_grad():
+        assert torch.equal(timm.create_model(f'local-dir:{folder}', pretrained=True).eval()(X), ema(X))
+
 
 class _Evil:
     def __reduce__(self):
@@ -144,3 +153,46 @@ def test_cli_export_and_errors(tmp_path, capsys):
     assert cli_main(['export', str(tmp_path / 'missing.safetensors'), '--arch', 'allconv_resnet_cifar.cifar10',
                      '--output', str(tmp_path / 'o2')]) == 2
     assert 'Checkpoint not found' in capsys.readouterr().err
+
+
+def test_export_accepts_train_cifar_run_folder_summary_and_checkpoint_folder(tmp_path):
+    """What train-cifar writes is what export takes: the run folder, its summary.json or one checkpoint
+    folder; architecture, model arguments, mean/std and label names come from the checkpoint's config.json."""
+    from timm_identity.train.cifar_trainer import train
+    from train_helpers import CLASSES, learnable_split, tiny_overrides
+    run = tmp_path / 'run'
+    summary = train(tiny_overrides(run, steps=2, eval_every=1, keep_checkpoints=0),
+                    learnable_split(32, seed=0), learnable_split(16, seed=1))
+    card = write_model_card(tmp_path)
+    trained = timm.create_model(f'local-dir:{run / "checkpoints" / "step_00000002"}', pretrained=True).eval()
+
+    for i, source in enumerate((run, run / 'summary.json')):
+        folder = export_checkpoint(source, tmp_path / f'out{i}', model_card=card)
+        cfg = json.loads((folder / 'config.json').read_text())
+        assert cfg['architecture'] == 'allconv_resnet_cifar' and cfg['model_args']['depths'] == [1, 1, 1]
+        assert cfg['pretrained_cfg']['tag'] == 'cifar10_paper'  # the checkpoint's own tag by default
+        assert cfg['pretrained_cfg']['mean'] == pytest.approx(summary['mean'])  # the run's normalisation
+        assert cfg['label_names'] == CLASSES
+        reloaded = timm.create_model(f'local-dir:{folder}', pretrained=True).eval()
+        with torch.no_grad():
+            assert torch.equal(reloaded(X), trained(X))
+        # the run's summary travels with its newest checkpoint
+        errors = {e.metric_name: e.metric_value for e in ModelCard((folder / 'README.md').read_text()).data.eval_results}
+        assert errors['Top-1 accuracy (final)'] == pytest.approx(100 - summary['final_test_error'])
+
+    # an older checkpoint folder: its weights, not the run's final metrics; --arch picks a registered tag
+    folder = export_checkpoint(run / 'checkpoints' / 'step_00000001', tmp_path / 'old', model_card=card,
+                               arch='allconv_resnet_cifar.cifar10')
+    assert json.loads((folder / 'config.json').read_text())['pretrained_cfg']['tag'] == 'cifar10'
+    assert ModelCard((folder / 'README.md').read_text()).data.eval_results is None
+
+    assert cli_main(['export', str(run), '--output', str(tmp_path / 'cli'), '--model-card', str(card)]) == 0
+    assert cli_main(['export', str(tmp_path / 'nothing'), '--output', str(tmp_path / 'x')]) == 2
+    assert cli_main(['export', str(tmp_path / 'old'), '--output', str(tmp_path / 'x')]) == 0  # a Hub folder too
+
+
+def test_export_cli_missing_label_names_file_is_a_clear_error(tmp_path, capsys):
+    ckpt, _, _ = tiny_checkpoint(tmp_path, summary=False)
+    assert cli_main(['export', str(ckpt), '--arch', 'allconv_resnet_cifar.cifar10', '--label-names',
+                     str(tmp_path / 'labels.txt'), '--output', str(tmp_path / 'out')]) == 2
+    assert 'labels.txt' in capsys.readouterr().err and not (tmp_path / 'out').exists()

@@ -115,3 +115,17 @@ def test_cli_linear_writes_json_and_png(tmp_path):
     assert payload['summary']['eq23']['all_hold']
     assert payload['summary']['theorem21']['svd']['max_residual'] < 1e-11
     assert (tmp_path / 'linear_theorem21.png').exists() and (tmp_path / 'linear_gd.png').exists()
+
+
+def test_cli_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(['theory', 'linear', '--out', str(tmp_path / 'lin'), '--depths', '0'])
+    assert e.value.code == 2 and 'must be at least 1' in capsys.readouterr().err
+    assert main(['theory', 'expressivity', '--dataset', 'cifar10', '--data-root', str(tmp_path / 'nothing'),
+                 '--out', str(tmp_path / 'c10')]) == 2
+    assert 'no such file or folder' in capsys.readouterr().err
+    # conditions of Lemma B.1 that cannot hold within --max-k: the reason, no half-written results
+    assert main(['theory', 'expressivity', '--n', '40', '--close-pairs', '5', '--order', 'index', '--k', '4',
+                 '--max-k', '8', '--out', str(tmp_path / 'syn')]) == 1
+    assert 'Lemma B.1' in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -127,3 +127,19 @@ def test_train_imagenet_sh_help_and_errors(tmp_path):
     assert r.returncode == 0, r.stderr
     assert '--nproc_per_node=4' in r.stderr and '-b 64' in r.stderr and '--amp' in r.stderr
     assert 'imagenet_paper.yaml' in r.stderr
+
+
+def test_evaluate_clear_errors(tmp_path, tiny_cifar, capsys):
+    weights = tmp_path / 'w.safetensors'
+    weights.write_bytes(b'')  # never read: the arguments are checked first
+    assert main(['evaluate', str(weights), '--data-dir', tiny_cifar.folder, '--model', 'no_such_net']) == 2
+    assert "unknown model 'no_such_net'" in capsys.readouterr().err
+    assert main(['evaluate', 'no_such_net.cifar10', '--data-dir', tiny_cifar.folder]) == 2
+    assert "unknown model 'no_such_net'" in capsys.readouterr().err
+    import timm
+    from safetensors.torch import save_file
+    save_file(timm.create_model('allconv_resnet_cifar', depths=(1, 1, 1), widths=(8, 16, 32), stem_chs=8)
+              .state_dict(), str(weights))
+    assert main(['evaluate', str(weights), '--data-dir', tiny_cifar.folder, '--model', 'allconv_resnet_cifar',
+                 *TINY_MODEL_ARGS, '--device', 'gpu0']) == 2
+    assert 'error: --device gpu0' in capsys.readouterr().err

@@ -63,7 +63,7 @@ def test_cifar_config_one_epoch_on_tiny_shards(tmp_path):
     out = _run_train_py([
         '-c', str(REPO / 'configs' / 'cifar10_timm_train.yaml'), '--data-dir', str(shards), '--device', 'cpu',
         '--model-kwargs', 'depths=(1,1,1)', 'widths=(8,16,32)', 'stem_chs=8',
-        '--epochs', '1', '-b', '8', '-j', '0', '--no-prefetcher', '--output', str(tmp_path / 'out'),
+        '--epochs', '1', '-b', '8', '-j', '1', '--no-prefetcher', '--output', str(tmp_path / 'out'),
         '--log-interval', '1', '--val-interval', '1', '--experiment', 'cifar'], tmp_path)
     # the recipe as train.py resolved it: classical momentum, lr 0.05, wd 1e-4, no label smoothing
     assert 'Created SGD (momentum) optimizer: lr: 0.05, momentum: 0.9' in out and 'nesterov: False' in out
@@ -90,7 +90,7 @@ def test_imagenet_config_one_epoch_on_tiny_shards(tmp_path):
         '-c', str(REPO / 'configs' / 'imagenet_paper.yaml'), '--data-dir', str(shards), '--device', 'cpu',
         '--model-kwargs', 'depths=(1,1,1,1,1)', 'widths=(8,16,32,64,64)', 'stem_chs=8',
         '--num-classes', '3', '--input-size', '3', '64', '64',
-        '--epochs', '1', '-b', '4', '-j', '0', '--no-prefetcher', '--output', str(tmp_path / 'out'),
+        '--epochs', '1', '-b', '4', '-j', '1', '--no-prefetcher', '--output', str(tmp_path / 'out'),
         '--log-interval', '1', '--experiment', 'imagenet'], tmp_path)
     assert 'Created SGD (momentum) optimizer: lr: 0.1, momentum: 0.9' in out and 'nesterov: False' in out
     assert 'weight_decay: 0.0001' in out and 'criterion=CrossEntropyLoss' in out

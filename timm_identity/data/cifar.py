@@ -32,6 +32,7 @@ import numpy as np
 from .errors import ChecksumError, DatasetFormatError
 
 _logger = logging.getLogger(__name__)
+_MD5_OFF_LOGGED: set[str] = set()
 
 __all__ = ['CifarSplit', 'CIFAR_LAYOUTS', 'load_cifar', 'file_md5']
 
@@ -222,7 +223,8 @@ def _open_source(root: str, layout: CifarLayout, verify_md5: bool) -> _FolderSou
                 f'{root}: md5 {md5} is not the official {layout.archive_name} md5 {layout.archive_md5} '
                 f'(truncated or altered download, or another dataset; pass verify_md5=False / '
                 f'--no-verify-md5 to read it anyway)')
-    else:
+    elif os.path.abspath(root) not in _MD5_OFF_LOGGED:  # once per archive and process (train and test read it)
+        _MD5_OFF_LOGGED.add(os.path.abspath(root))
         _logger.warning('md5 check is OFF for %s: reading it without checking it is the official %s',
                         root, layout.archive_name)
     return _ArchiveSource(root, layout.folder_name)

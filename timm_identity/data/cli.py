@@ -185,9 +185,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
     imagenet = sub.add_parser(
         'imagenet', help='ILSVRC-2012 folders -> shards of the original JPEG bytes',
-        description='Shard ImageNet kept as ROOT/train/<wnid>/*.JPEG and ROOT/val/ (class folders, or flat '
-                    'with --val-labels). Class index = sorted wnid order of train/ (timm\'s). JPEG bytes are '
-                    'stored unchanged; files that are not JPEG/PNG (by magic bytes) are an error. Keys are '
+        description='Shard ImageNet kept as ROOT/train/<wnid>/*.JPEG and ROOT/val/ (class folders, or flat\n'
+                    'with --val-labels). Class index = sorted wnid order of train/ (timm\'s). JPEG bytes are\n'
+                    'stored unchanged; files that are not JPEG/PNG (by magic bytes) are an error. Keys are\n'
                     'the file names without extension.',
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog='--val-labels formats, one image per line (image name with or without extension):\n'

@@ -6,15 +6,16 @@ from timm.utils import ParseKwargs
 
 EXPORT_EPILOG = """\
 examples:
-  # our CIFAR trainer's weights + its summary -> a folder ready for `publish`
-  timm-identity export runs/c10/model.safetensors --arch allconv_resnet_cifar.cifar10 \\
+  # a train-cifar run (its newest checkpoint + summary.json) -> a folder ready for `publish`
+  timm-identity export runs/c10 --arch allconv_resnet_cifar.cifar10 --output export/allconv_resnet_cifar.cifar10
+  # one checkpoint folder of a run, or a bare weights file with its summary
+  timm-identity export runs/c10/checkpoints/step_00060000 --tag cifar10 --output export/c10
+  timm-identity export weights.safetensors --arch allconv_resnet_cifar.cifar10 \\
       --summary runs/c10/summary.json --output export/allconv_resnet_cifar.cifar10
-  # timm train.py checkpoint (EMA weights if present), half-size weights
-  timm-identity export output/train/.../model_best.pth.tar --arch allconv_resnet_imagenet.in1k \\
-      --summary output/train/.../summary.csv --fp16 --output export/in1k
+  # timm train.py run folder (model_best.pth.tar, EMA weights if present, + summary.csv), half-size weights
+  timm-identity export output/train/<experiment> --arch allconv_resnet_imagenet.in1k --fp16 --output export/in1k
   # into the clone's hub_configs/ and the local HF cache: pretrained=True then works offline here
-  timm-identity export runs/c10/model.safetensors --arch allconv_resnet_cifar.cifar10 \\
-      --summary runs/c10/summary.json --to-hub-configs --to-hf-cache
+  timm-identity export runs/c10 --arch allconv_resnet_cifar.cifar10 --to-hub-configs --to-hf-cache
 
 Summary files: our trainer's summary JSON (final_test_error, best_test_error, optional *_top5 keys, in
 percent) or timm train.py's summary.csv (eval_top1 / eval_top5). The model card is MODEL_CARD.md of the
@@ -37,10 +38,10 @@ before anything is sent.
 def _export(args: argparse.Namespace) -> int:
     from .export import ExportError, export_checkpoint
     label_names = None
-    if args.label_names:
-        with open(args.label_names, encoding='utf-8') as f:
-            label_names = [line.strip() for line in f if line.strip()]
     try:
+        if args.label_names:
+            with open(args.label_names, encoding='utf-8') as f:
+                label_names = [line.strip() for line in f if line.strip()]
         folder = export_checkpoint(
             args.checkpoint, args.output, arch=args.arch, tag=args.tag, model_args=args.model_kwargs,
             use_ema=not args.no_ema, summary=args.summary,
@@ -49,7 +50,7 @@ def _export(args: argparse.Namespace) -> int:
             description=args.description, fp16=args.fp16, model_card=args.model_card, overwrite=args.overwrite,
             verify=not args.no_verify,
         )
-    except (ExportError, FileNotFoundError, ValueError) as e:
+    except (ExportError, OSError, ValueError) as e:
         print(f'timm-identity export: error: {e}', file=sys.stderr)
         return 2
     print(f'Exported to {folder}')
@@ -76,16 +77,20 @@ def add_parser(subparsers) -> None:
                     'repo: config.json (timm save_for_hf), model.safetensors and a README.md model card.\n'
                     'Written under a temporary name, reloaded and checked, then renamed into place.',
         epilog=EXPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('checkpoint', help='weights: .safetensors state dict, or a torch checkpoint (.pth.tar, .pth), '
-                                      'read with weights_only=True')
+    p.add_argument('checkpoint', help='a train-cifar run folder (newest checkpoint + its summary.json), its '
+                                      'summary.json, a timm train.py run folder (model_best.pth.tar + summary.csv), a checkpoint or '
+                                      'Hub-form folder (model.safetensors + config.json), a .safetensors state dict, or a torch checkpoint (.pth.tar, '
+                                      '.pth; read with weights_only=True)')
     p.add_argument('--arch', help='model name, optionally with the tag: allconv_resnet_cifar.cifar10 (default: '
                                   'from the checkpoint/summary)')
-    p.add_argument('--tag', help='pretrained tag, if not in --arch (a new tag is fine for --output)')
+    p.add_argument('--tag', help='pretrained tag, if not in --arch (a new tag is fine for --output; default: '
+                                 'the checkpoint\'s, e.g. cifar10_paper for train-cifar)')
     p.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='KEY=VALUE',
                    help='model arguments the checkpoint was trained with, e.g. depths="(1,1,1)"; num_classes, '
                         'head and in_chans are read from the weights')
     p.add_argument('--no-ema', action='store_true', help='take state_dict, not state_dict_ema, of a timm checkpoint')
-    p.add_argument('--summary', help='training summary with the measured metrics (.json ours, .csv timm train.py)')
+    p.add_argument('--summary', help='training summary with the measured metrics (.json ours, .csv timm '
+                                     'train.py; default: a run folder\'s summary.json)')
     out = p.add_mutually_exclusive_group()
     out.add_argument('--output', '-o', help='destination folder')
     out.add_argument('--to-hub-configs', nargs='?', const='', metavar='HUB_CONFIGS',

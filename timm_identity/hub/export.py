@@ -27,13 +27,13 @@ from timm.models import load_state_dict, save_for_hf, split_model_name_tag
 
 from .model_card import DATASETS, Metric, ModelInfo, dataset_info, read_summary, render_model_card
 
-__all__ = ['ExportError', 'export_checkpoint', 'export_model', 'read_checkpoint', 'hub_configs_dir',
+__all__ = ['ExportError', 'export_checkpoint', 'export_model', 'read_checkpoint', 'resolve_source', 'hub_configs_dir',
            'default_model_card_path', 'atomic_replace_dir']
 
 _logger = logging.getLogger(__name__)
 
 HUB_ORG = 'timm-identity'
-PICKLE_SUFFIXES = ('.pth', '.pt', '.tar', '.bin', '.ckpt', '.pkl', '.pickle')
+TIMM_BEST = 'model_best.pth.tar'
 
 
 class ExportError(RuntimeError):
@@ -55,15 +55,80 @@ def _registered_tags(architecture: str) -> List[str]:
     return [n.split('.', 1)[1] for n in timm.list_pretrained(f'{architecture}.*')]
 
 
+def resolve_source(path: Union[str, Path]) -> Tuple[Path, Optional[Path]]:
+    """(weights file, matching summary or None) for what a user may pass as the checkpoint:
+
+    - a weights file (``.safetensors``, ``.pth.tar``, ...): itself, no summary;
+    - a folder holding ``model.safetensors`` (a ``train-cifar`` checkpoint folder, or an exported / Hub-form
+      folder): its weights, no summary (an older checkpoint's metrics are not the run's);
+    - a ``train-cifar`` run folder: its newest checkpoint, and its ``summary.json`` if that summary was
+      written for that checkpoint;
+    - a ``train-cifar`` ``summary.json``: the checkpoint it names (``last_checkpoint``), and the summary;
+    - a timm ``train.py`` run folder: its ``model_best.pth.tar`` and ``summary.csv``.
+    """
+    from timm_identity.train.checkpoint import MODEL_FILE, resolve_checkpoint
+    path = Path(path)
+    if not path.exists():
+        raise ExportError(f'Checkpoint not found: {path}')
+    if path.is_dir():
+        if (path / MODEL_FILE).is_file():
+            return path / MODEL_FILE, None
+        if (path / TIMM_BEST).is_file():  # a timm train.py run folder
+            csv = path / 'summary.csv'
+            return path / TIMM_BEST, (csv if csv.is_file() else None)
+        try:
+            ckpt = resolve_checkpoint(path)
+        except FileNotFoundError as e:
+            raise ExportError(f'{e}; pass a weights file, a checkpoint folder or a train-cifar run folder.') from e
+        summary = path / 'summary.json'
+        if summary.is_file() and _summary_checkpoint(summary) == ckpt.resolve():
+            return ckpt / MODEL_FILE, summary
+        if summary.is_file():
+            _logger.warning(f'{summary} was not written for {ckpt} (the newest checkpoint); exporting without '
+                            f'its metrics (pass --summary to use it anyway).')
+        return ckpt / MODEL_FILE, None
+    if path.suffix.lower() == '.json':
+        if path.name == 'config.json':
+            return resolve_source(path.parent)
+        ckpt = _summary_checkpoint(path)
+        if ckpt is None:
+            raise ExportError(f'{path} names no checkpoint (no "last_checkpoint"): pass the checkpoint itself '
+                              f'and this file as --summary.')
+        if not (ckpt / MODEL_FILE).is_file():
+            raise ExportError(f'{path} names the checkpoint {ckpt}, which has no {MODEL_FILE} (moved or pruned?).')
+        return ckpt / MODEL_FILE, path
+    return path, None
+
+
+def _summary_checkpoint(summary: Path) -> Optional[Path]:
+    """The checkpoint folder a train-cifar ``summary.json`` names (relative names are taken from its folder)."""
+    try:
+        raw = json.loads(summary.read_text())
+    except (OSError, ValueError) as e:
+        raise ExportError(f'Could not read {summary} as JSON: {e}') from e
+    last = raw.get('last_checkpoint') if isinstance(raw, dict) else None
+    if not last:
+        return None
+    last = Path(last)
+    if not last.is_absolute():
+        last = summary.parent / last
+    if not last.exists():  # a moved run folder: the same checkpoint name under this summary's folder
+        moved = summary.parent / 'checkpoints' / last.name
+        last = moved if moved.exists() else last
+    return last.resolve()
+
+
 def read_checkpoint(path: Union[str, Path], use_ema: bool = True) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
-    """(state dict, metadata) of a checkpoint file.
+    """(state dict, metadata) of a checkpoint file (or folder, see ``resolve_source``).
 
     Weights: timm's ``load_state_dict`` (safetensors, or ``torch.load(weights_only=True)`` picking
     ``state_dict_ema`` if ``use_ema`` else ``state_dict`` and stripping ``module.`` / ``_orig_mod.``).
     Metadata: ``arch`` and ``args.model_kwargs`` of a timm train.py checkpoint, or the string metadata of a
-    safetensors file (``architecture`` / ``arch``, ``model_args`` as JSON).
+    safetensors file (``architecture`` / ``arch``, ``model_args`` as JSON); for a safetensors file with a
+    timm ``config.json`` beside it (our trainer's checkpoints, exported folders) also the architecture,
+    model arguments, tag, label names and mean/std from that config.
     """
-    path = Path(path)
+    path, _ = resolve_source(path)
     if not path.is_file():
         raise ExportError(f'Checkpoint not found: {path}')
     try:
@@ -78,6 +143,9 @@ def read_checkpoint(path: Union[str, Path], use_ema: bool = True) -> Tuple[Dict[
         meta['arch'] = raw.get('architecture') or raw.get('arch')
         if raw.get('model_args'):
             meta['model_args'] = json.loads(raw['model_args'])
+        config_path = path.with_name('config.json')
+        if config_path.is_file():
+            meta.update(_read_hub_config(config_path))
     else:
         checkpoint = _torch_load_safe(path)
         if isinstance(checkpoint, dict):
@@ -89,6 +157,22 @@ def read_checkpoint(path: Union[str, Path], use_ema: bool = True) -> Tuple[Dict[
             meta['epoch'] = checkpoint.get('epoch')
             meta['used_ema'] = use_ema and any(checkpoint.get(k) is not None for k in ('state_dict_ema', 'model_ema'))
     return state_dict, {k: v for k, v in meta.items() if v is not None}
+
+
+def _read_hub_config(path: Path) -> Dict[str, Any]:
+    """Metadata of a timm Hub-form ``config.json`` (written by ``save_for_hf``)."""
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ExportError(f'Could not read {path} as JSON: {e}') from e
+    if not isinstance(config, dict):
+        raise ExportError(f'{path}: expected a JSON object (a timm config.json).')
+    cfg = config.get('pretrained_cfg') or {}
+    meta = dict(arch=config.get('architecture'), model_args=dict(config.get('model_args') or {}) or None,
+                tag=cfg.get('tag'), label_names=config.get('label_names') or cfg.get('label_names'))
+    if cfg.get('mean') and cfg.get('std'):
+        meta['data_config'] = dict(mean=tuple(cfg['mean']), std=tuple(cfg['std']))
+    return meta
 
 
 def _torch_load_safe(path: Path) -> Any:
@@ -272,7 +356,9 @@ def export_checkpoint(
     architecture must then be the registered default, since ``pretrained=True`` builds that.
     ``to_hf_cache``: also put the folder into the local HF cache under its ``hf_hub_id``.
     """
-    state_dict, meta = read_checkpoint(checkpoint, use_ema=use_ema)
+    weights, found_summary = resolve_source(checkpoint)
+    state_dict, meta = read_checkpoint(weights, use_ema=use_ema)
+    summary = summary or found_summary
     metrics: List[Metric] = []
     details: Dict[str, Any] = {}
     raw_summary: Dict[str, Any] = {}
@@ -283,7 +369,13 @@ def export_checkpoint(
         raise ExportError('Which architecture? Pass --arch (e.g. allconv_resnet_cifar.cifar10); the checkpoint '
                           'and summary do not name one.')
     architecture, arch_tag = split_model_name_tag(arch)
-    tag = tag or arch_tag
+    tag = tag or arch_tag or meta.get('tag')
+    if kwargs.get('dataset') is None and raw_summary.get('dataset'):
+        kwargs['dataset'] = raw_summary['dataset']
+    if kwargs.get('label_names') is None and meta.get('label_names'):
+        kwargs['label_names'] = meta['label_names']
+    if kwargs.get('data_config') is None and meta.get('data_config'):
+        kwargs['data_config'] = meta['data_config']  # the mean/std the weights were trained with
     if not tag:
         raise ExportError(f'Which pretrained tag? Pass --tag or --arch {architecture}.<tag> (registered tags: '
                           f'{_registered_tags(architecture)}).')
@@ -291,7 +383,8 @@ def export_checkpoint(
         raise ExportError(f'Unknown architecture {architecture!r} (is timm_identity imported?).')
 
     args = dict(meta.get('model_args') or {})
-    args.update(raw_summary.get('model_args') or raw_summary.get('model_kwargs') or {})
+    args.update(raw_summary.get('model_args') or raw_summary.get('model_kwargs')
+                or (raw_summary.get('config') or {}).get('model_kwargs') or {})
     args.update(model_args or {})
     for key, value in _infer_model_args(state_dict).items():
         args.setdefault(key, value)

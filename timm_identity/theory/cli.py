@@ -20,6 +20,17 @@ def _write_json(path: Path, payload: dict) -> Path:
     return path
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'not an integer: {text!r}') from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
+    return value
+
+
 def _environment(args: argparse.Namespace) -> dict:
     return {'command': 'timm-identity ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else None,
             'args': {k: v for k, v in vars(args).items() if k != 'func'},
@@ -109,7 +120,11 @@ def _load_inputs(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, 
 def run_expressivity(args: argparse.Namespace) -> int:
     out = Path(args.out)
     t = time.perf_counter()
-    x, y_true, r, source = _load_inputs(args)
+    try:
+        x, y_true, r, source = _load_inputs(args)
+    except (FileNotFoundError, ValueError) as e:  # no / not a CIFAR release at --data-root
+        print(f'timm-identity theory expressivity: error: {e}', file=sys.stderr)
+        return 2
     load_seconds = time.perf_counter() - t
     results = []
     rho = None
@@ -117,9 +132,13 @@ def run_expressivity(args: argparse.Namespace) -> int:
         y = y_true if kind == 'true' else \
             torch.randint(0, r, y_true.shape, generator=torch.Generator().manual_seed(args.seed + 1))
         print(f'[{kind} labels] building Theorem 3.2 network for {source}', flush=True)
-        rep = expressivity.build_interpolating_resnet(
-            x, y, r, k=args.k, max_k=args.max_k, seed=args.seed, order=args.order, center=not args.no_center,
-            measure_rho=rho is None and not args.no_rho, progress=True)
+        try:
+            rep = expressivity.build_interpolating_resnet(
+                x, y, r, k=args.k, max_k=args.max_k, seed=args.seed, order=args.order, center=not args.no_center,
+                measure_rho=rho is None and not args.no_rho, progress=True)
+        except expressivity.ConstructionError as e:  # the conditions of Lemma B.1/B.2 fail: say which
+            print(f'timm-identity theory expressivity: error: {e}', file=sys.stderr)
+            return 1
         if rho is not None:   # the separation does not depend on the labels: measured once
             rep.rho, rep.rho_pair = rho
         elif rep.rho is not None:
@@ -143,13 +162,24 @@ def run_expressivity(args: argparse.Namespace) -> int:
 # parsers
 # ---------------------------------------------------------------------------------------------------------
 
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default, except where there is nothing useful to show (None, on/off switches) or the
+    help text already says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ''
+        if action.default is None or isinstance(action.default, bool) or '(default' in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     theory = subparsers.add_parser(
         'theory', help="the paper's theory (Sections 2-3) as runnable experiments",
         description='Hardt & Ma, Sections 2 (linear residual networks) and 3 (finite-sample expressivity).')
     sub = theory.add_subparsers(dest='theory_command', metavar='EXPERIMENT')
     sub.required = True
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _DefaultsHelpFormatter
 
     lin = sub.add_parser(
         'linear', formatter_class=fmt, help='Section 2: Theorem 2.1 sweep, eq. (2.3), critical points, GD',
@@ -157,21 +187,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     'critical-point search inside the ball (Theorem 2.2), and gradient descent for the residual '
                     'vs the standard parameterisation. Writes linear.json, linear_theorem21.png, linear_gd.png.')
     lin.add_argument('--out', default='results/theory', help='output folder')
-    lin.add_argument('--seed', type=int, default=0)
-    lin.add_argument('--dim', type=int, default=8, help='d for gradient descent and eq. (2.3)')
-    lin.add_argument('--depths', type=int, nargs='+', default=[2, 4, 8, 16], help='depths for gradient descent')
-    lin.add_argument('--steps', type=int, default=1500, help='gradient steps per run')
+    lin.add_argument('--seed', type=int, default=0, help='seed of every random R, point and init')
+    lin.add_argument('--dim', type=_positive_int, default=8, help='d for gradient descent and eq. (2.3)')
+    lin.add_argument('--depths', type=_positive_int, nargs='+', default=[2, 4, 8, 16], help='depths for gradient descent')
+    lin.add_argument('--steps', type=_positive_int, default=1500, help='gradient steps per run')
     lin.add_argument('--lr', type=float, default=0.1, help='step size; each run uses lr / depth')
     lin.add_argument('--gamma', type=float, default=0.5, help='gamma of the target R for gradient descent')
     lin.add_argument('--init-scales', type=float, nargs='+', default=[0.01, 0.1],
                      help='entry std of the small random inits (standard parameterisation)')
-    lin.add_argument('--sweep-dims', type=int, nargs='+', default=[3, 8, 32], help='sizes d of R (Theorem 2.1)')
+    lin.add_argument('--sweep-dims', type=_positive_int, nargs='+', default=[3, 8, 32], help='sizes d of R (Theorem 2.1)')
     lin.add_argument('--sweep-gammas', type=float, nargs='+', default=[0.05, 0.5, 2.0],
                      help='gamma = max |log sigma(R)| of the random R')
-    lin.add_argument('--sweep-depths', type=int, nargs='+',
+    lin.add_argument('--sweep-depths', type=_positive_int, nargs='+', help='depths l (Theorem 2.1)',
                      default=[3, 4, 5, 6, 7, 8, 11, 16, 23, 32, 45, 64, 91, 128, 181, 256])
-    lin.add_argument('--eq23-points', type=int, default=200, help='random points for eq. (2.3)')
-    lin.add_argument('--critical-starts', type=int, default=10, help='critical-point searches (each kind)')
+    lin.add_argument('--eq23-points', type=_positive_int, default=200, help='random points for eq. (2.3)')
+    lin.add_argument('--critical-starts', type=_positive_int, default=10, help='critical-point searches (each kind)')
     lin.set_defaults(func=run_linear)
 
     exp = sub.add_parser(
@@ -181,20 +211,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     'expressivity_NAME.json and one PNG per label kind.')
     exp.add_argument('--out', default='results/theory', help='output folder')
     exp.add_argument('--name', default='synthetic', help='file stem: expressivity_NAME.json')
-    exp.add_argument('--seed', type=int, default=0)
+    exp.add_argument('--seed', type=int, default=0, help='seed of the data, A_0 and surrogate labels')
     exp.add_argument('--dataset', choices=['synthetic', 'cifar10', 'cifar100'], default='synthetic')
     exp.add_argument('--data-root', default='/tmp/cifar-official',
                      help='folder with the official CIFAR python archives/folders (for cifar10/cifar100)')
-    exp.add_argument('--n', type=int, default=None,
+    exp.add_argument('--n', type=_positive_int, default=None,
                      help='number of training points (synthetic: 500; CIFAR: all 50,000)')
-    exp.add_argument('--dim', type=int, default=64, help='synthetic: input dimension d')
-    exp.add_argument('--classes', type=int, default=10, help='synthetic: number of classes r')
+    exp.add_argument('--dim', type=_positive_int, default=64, help='synthetic: input dimension d')
+    exp.add_argument('--classes', type=_positive_int, default=10, help='synthetic: number of classes r')
     exp.add_argument('--close-pairs', type=int, default=10,
                      help='synthetic: near-duplicate pairs with different labels (small rho)')
     exp.add_argument('--labels', nargs='+', choices=['true', 'random'], default=['true', 'random'],
                      help='fit the true labels and/or uniformly random ones')
-    exp.add_argument('--k', type=int, default=None, help='width k (default ceil(8 ln n)); doubled on failure')
-    exp.add_argument('--max-k', type=int, default=None, help='largest width tried (default 8 k)')
+    exp.add_argument('--k', type=_positive_int, default=None, help='width k (default ceil(8 ln n)); doubled on failure')
+    exp.add_argument('--max-k', type=_positive_int, default=None, help='largest width tried (default 8 k)')
     exp.add_argument('--order', choices=['norm', 'index'], default='norm',
                      help="batches by decreasing ||A_0 x|| ('norm') or the paper's index order")
     exp.add_argument('--no-center', action='store_true', help='do not subtract the mean input')

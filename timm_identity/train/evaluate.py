@@ -34,6 +34,9 @@ def load_for_eval(source: str, model_name: Optional[str] = None, model_kwargs: O
     """The model with the weights of ``source`` (see the module docstring for what ``source`` may be)."""
     import timm
     import timm_identity  # noqa: F401
+    for name in (model_name, None if Path(source).exists() or ':' in source else source.split('.', 1)[0]):
+        if name and not timm.is_model(name):
+            raise ValueError(f'unknown model {name!r} (timm models from timm_identity: {timm.list_models("allconv*")})')
     path = Path(source)
     if path.exists():
         if path.is_dir() and not (path / MODEL_FILE).is_file():
@@ -54,7 +57,10 @@ def load_for_eval(source: str, model_name: Optional[str] = None, model_kwargs: O
         load_model_weights(model, path)
         return model
     if ':' in source or '.' in source:
-        return timm.create_model(source, pretrained=True)
+        try:
+            return timm.create_model(source, pretrained=True)
+        except RuntimeError as e:  # weights not reachable: the message says which repo and what to do
+            raise ValueError(str(e)) from e
     raise FileNotFoundError(f'{source}: no such file or folder (and not a hf-hub:/local-dir:/<model>.<tag> name)')
 
 
@@ -89,7 +95,10 @@ def evaluate_checkpoint(
     std = tuple(std) if std else tuple(cfg.get('std', ()))
     if len(mean) != 3 or len(std) != 3:
         raise ValueError('no mean/std known for this model: pass --mean and --std (3 values each, 0..1 scale)')
-    dev = resolve_device(device)
+    try:
+        dev = resolve_device(device)
+    except RuntimeError as e:  # a malformed or unavailable --device
+        raise ValueError(str(e) if '--device' in str(e) else f'--device {device}: {e}') from e
     model = model.to(dev).eval()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
