@@ -1,6 +1,7 @@
 """The train-cifar / evaluate commands end to end on tiny official-format archives, resume after a real
 SIGKILL, and tools/train_imagenet.sh's argument checks."""
 import json
+import re
 import os
 import signal
 import subprocess
@@ -60,6 +61,17 @@ def test_train_cifar_clear_errors(tmp_path, tiny_cifar, capsys):
     assert 'error:' in capsys.readouterr().err
     assert main(['train-cifar', '--data-dir', tiny_cifar.folder, '--steps', '0', *TINY_RUN]) == 2
     assert 'steps must be a positive integer' in capsys.readouterr().err
+    # a bad model, model argument or device: one line naming it, and no run folder left behind
+    for flags, message in [(['--model', 'no_such_model'], 'cannot build --model no_such_model'),
+                           (['--model-kwargs', 'nope=1'], "cannot build --model allconv_resnet_cifar.*'nope'"),
+                           (['--model-kwargs', 'depths'], 'expects key=value items'),
+                           (['--device', 'cpux'], '--device cpux: not a device')]:
+        run = tmp_path / 'bad'
+        assert main(['train-cifar', '--data-dir', tiny_cifar.folder, '--out-dir', str(run), '--steps', '2',
+                     '--batch-size', '8', '--device', 'cpu', '--no-progress', *flags]) == 2
+        err = capsys.readouterr().err
+        assert re.search(message, err) and 'Traceback' not in err, err
+        assert not run.exists()
 
 
 def test_train_cifar_nan_guard_exit_code(tmp_path, tiny_cifar, capsys):

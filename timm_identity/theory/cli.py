@@ -110,6 +110,10 @@ def _load_inputs(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, 
                                               close_pairs=args.close_pairs)
         return x, y, args.classes, f'synthetic Gaussian n={n} d={args.dim} r={args.classes}'
     from timm_identity.data.cifar import load_cifar
+    if not args.data_root:
+        raise ValueError(f'--dataset {args.dataset} needs --data-root: the official CIFAR python release '
+                         f'(archive or unpacked folder)')
+    # re-packed archives (such as the CIFAR-10 rebuilt from shared/data) have their own md5: not checked here
     split = load_cifar(args.data_root, dataset=args.dataset, split='train', verify_md5=False)
     n = args.n or len(split.labels)
     x = torch.from_numpy(split.images[:n]).to(torch.float64)
@@ -213,8 +217,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     exp.add_argument('--name', default='synthetic', help='file stem: expressivity_NAME.json')
     exp.add_argument('--seed', type=int, default=0, help='seed of the data, A_0 and surrogate labels')
     exp.add_argument('--dataset', choices=['synthetic', 'cifar10', 'cifar100'], default='synthetic')
-    exp.add_argument('--data-root', default='/tmp/cifar-official',
-                     help='folder with the official CIFAR python archives/folders (for cifar10/cifar100)')
+    exp.add_argument('--data-root', default=None,
+                     help='the official CIFAR python release, archive or folder (required for cifar10/cifar100)')
     exp.add_argument('--n', type=_positive_int, default=None,
                      help='number of training points (synthetic: 500; CIFAR: all 50,000)')
     exp.add_argument('--dim', type=_positive_int, default=64, help='synthetic: input dimension d')

@@ -146,9 +146,12 @@ def resolve_device(name: str) -> torch.device:
     """``'auto'``: CUDA when available, else CPU; anything else is passed to ``torch.device``."""
     if name == 'auto':
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f'--device {name}: not a device torch knows ({e})') from None
     if device.type == 'cuda' and not torch.cuda.is_available():
-        raise RuntimeError(f'--device {name}: CUDA is not available on this machine')
+        raise ValueError(f'--device {name}: CUDA is not available on this machine')
     return device
 
 
@@ -332,7 +335,6 @@ def train(
     if resume_dir is None and (run_dir / 'checkpoints').exists():
         raise FileExistsError(f'{run_dir} already holds a run (checkpoints/); pass --resume {run_dir} to continue '
                               f'it or choose another --out-dir')
-    run_dir.mkdir(parents=True, exist_ok=True)
     if device.type == 'cuda':
         torch.backends.cudnn.benchmark = True
         torch.set_float32_matmul_precision('high')
@@ -358,7 +360,11 @@ def train(
     import timm
     import timm_identity  # noqa: F401  (registers the models)
     torch.manual_seed(cfg['seed'])
-    model = timm.create_model(cfg['model'], num_classes=num_classes, **cfg['model_kwargs']).to(device)
+    try:
+        model = timm.create_model(cfg['model'], num_classes=num_classes, **cfg['model_kwargs']).to(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ValueError(f"cannot build --model {cfg['model']} with --model-kwargs {cfg['model_kwargs']}: {e}") from None
+    run_dir.mkdir(parents=True, exist_ok=True)  # only now: a start that fails leaves no empty run folder
     if cfg['channels_last']:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg)
@@ -538,7 +544,7 @@ def parse_model_kwargs(items: Optional[Sequence[str]]) -> Dict[str, Any]:
     for item in items or ():
         key, sep, value = item.partition('=')
         if not sep or not key:
-            raise argparse.ArgumentTypeError(f'--model-kwargs expects key=value items, got {item!r}')
+            raise ValueError(f'--model-kwargs expects key=value items, got {item!r}')
         try:
             kwargs[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
@@ -610,11 +616,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items() if k not in ('func', 'command', 'argument_default')}
-    if overrides.get('model_kwargs') is not None:
-        overrides['model_kwargs'] = parse_model_kwargs(overrides['model_kwargs'])
     if overrides.get('decay_steps') is not None:
         overrides['decay_steps'] = tuple(overrides['decay_steps'])
     try:
+        if overrides.get('model_kwargs') is not None:
+            overrides['model_kwargs'] = parse_model_kwargs(overrides['model_kwargs'])
         summary = train(overrides, argv=sys.argv)
     except NonFiniteLossError as e:
         print(f'error: {e}', file=sys.stderr)
