@@ -133,18 +133,19 @@ def unit_normalise(x: Tensor, center: bool = True) -> tuple[Tensor, Tensor]:
 
 def separation(X: Tensor, chunk: int = 1024, progress: bool = False) -> tuple[float, tuple[int, int]]:
     """Assumption 3.1's ``rho``: the smallest ``||x_i - x_j||^2`` over pairs ``i != j`` of unit rows, and the
-    pair. Blockwise, O(n^2 d) time and O(chunk n) memory (never the ``n x n`` matrix)."""
+    pair ``(i, j)``, ``i < j``. Blockwise over the upper triangle (block rows against columns j >= the block's
+    first row): about n^2 d / 2 multiply-adds, O(chunk n) memory (never the ``n x n`` matrix)."""
     n = X.shape[0]
     best, pair = math.inf, (-1, -1)
     for lo in tqdm(range(0, n, chunk), desc='separation rho', disable=not progress, leave=False):
-        G = X[lo:lo + chunk] @ X.T   # (c, n) inner products
+        G = X[lo:lo + chunk] @ X[lo:].T   # (c, n - lo) inner products with j >= lo
         rows = torch.arange(G.shape[0])
-        G[rows, rows + lo] = -math.inf
+        G[rows, rows] = -math.inf          # j == i
         val, idx = G.max(1)
         i = int(val.argmax())
         d2 = 2 - 2 * float(val[i])
         if d2 < best:
-            best, pair = d2, (lo + i, int(idx[i]))
+            best, pair = d2, tuple(sorted((lo + i, lo + int(idx[i]))))
     return best, pair
 
 
