@@ -40,6 +40,7 @@ import webdataset as wds
 from tqdm import tqdm
 from webdataset.tariterators import group_by_keys, tar_file_iterator
 
+from ..atomic_io import atomic_write_text
 from .errors import DatasetFormatError
 from .imagenet import sniff_image_format
 
@@ -132,13 +133,8 @@ def _plan_digest(samples: Iterable[ShardSample]) -> str:
 
 
 def _atomic_write_json(path: str, obj: Any) -> None:
-    tmp = os.path.join(os.path.dirname(path), f'.{os.path.basename(path)}.partial')
-    with open(tmp, 'w') as f:
-        json.dump(obj, f, indent=1)
-        f.write('\n')
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """``obj`` as JSON at ``path``, written through ``.<name>.partial`` (the name _remove_partials cleans)."""
+    atomic_write_text(path, json.dumps(obj, indent=1) + '\n', tmp_name=f'.{os.path.basename(path)}.partial')
 
 
 class _HashingWriter(io.RawIOBase):

@@ -26,6 +26,8 @@ from typing import Any, Dict, Optional, Union
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..atomic_io import atomic_write_text
+
 __all__ = [
     'MODEL_FILE', 'CONFIG_FILE', 'STATE_FILE', 'atomic_write_text', 'save_checkpoint', 'resolve_checkpoint',
     'load_train_state', 'load_model_weights', 'model_state_for_save',
@@ -42,17 +44,6 @@ PathLike = Union[str, os.PathLike]
 def _fsync_file(path: Path) -> None:
     with open(path, 'rb+') as f:
         os.fsync(f.fileno())
-
-
-def atomic_write_text(path: PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and an atomic rename."""
-    path = Path(path)
-    tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}')
-    with open(tmp, 'w') as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def model_state_for_save(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
