@@ -41,7 +41,8 @@ PACKED_FILES = ('summary.json', 'log.jsonl', 'config.json')
 
 
 def _cli(argv: Sequence[str]) -> int:
-    sys.path.insert(0, str(REPO))
+    if str(REPO) not in sys.path:  # run from the checkout, installed or not
+        sys.path.insert(0, str(REPO))
     from timm_identity.cli import main
     return main(list(argv))
 
