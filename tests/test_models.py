@@ -339,3 +339,27 @@ def test_reset_classifier_updates_timm_reconstruction_args(tmp_path):
     assert config['num_classes'] == 7 and config['model_args']['head'] == 'linear'
     reloaded = timm.create_model(f'local-dir:{tmp_path}')
     assert isinstance(reloaded.fc, nn.Linear) and reloaded.fc.weight.shape == (7, 32)
+
+
+@pytest.mark.parametrize('shortcut', ['avgpool', 'proj'])
+def test_autocast_keeps_the_residual_stream_fp32(shortcut):
+    """Under bf16 autocast the convs run in bf16 but the stream and the residual add stay fp32, so a fresh
+    block's tiny branch (~1e-3 of the stream, below bf16's ~4e-3 resolution) survives the add."""
+    torch.manual_seed(0)
+    block = AllConvResidualBlock(16, 32, stride=2, shortcut=shortcut).eval()
+    x = torch.randn(2, 16, 8, 8)
+    with torch.no_grad():
+        ref_branch = block(x) - block.shortcut(x)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = block(x)
+            shortcut_out = block.shortcut(x).float()
+    assert out.dtype == torch.float32
+    branch = out - shortcut_out
+    assert ref_branch.abs().max() < 1e-2 * shortcut_out.abs().max()  # the branch is tiny at init
+    # bf16 convs give a few-% error on the branch; a bf16 stream would have quantised it to ~100 %
+    assert (branch - ref_branch).norm() / ref_branch.norm() < 0.05
+
+    model = timm.create_model('allconv_resnet_cifar', depths=(2, 2, 2), widths=(8, 16, 32), stem_chs=8).eval()
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        final, feats = model.forward_intermediates(torch.randn(2, 3, 32, 32))
+    assert all(f.dtype == torch.float32 for f in feats) and final.dtype == torch.float32

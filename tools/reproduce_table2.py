@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Reproduce Table 2 (CIFAR-10 / CIFAR-100) on a lent GPU machine, in three phases.
 
-    stage    (this machine)  copy ../shared/data's CIFAR parts into .data/ and the wheels the GPU machine
-                             lacks into .whl/ (both git-ignored), and print the device calls that carry
-                             them over and run the `gpu` phase;
+    stage    (this machine)  tar ../shared/data's CIFAR parts into <= 56 MiB pieces in .data/ and the wheels
+                             the GPU machine lacks into .whl/ (both git-ignored), and print the device calls
+                             that carry them over and start the `gpu` phase in the background;
     gpu      (GPU machine)   restore the official archives from .data/ (or use --data-dir), train with
                              `timm-identity train-cifar` (the paper's recipe by default) for at most
                              --time-limit minutes, resuming the run folder if it holds a checkpoint, and
@@ -49,17 +49,29 @@ def _cli(argv: Sequence[str]) -> int:
 
 # ---- stage (this machine) ----------------------------------------------------------------------------------
 
+PART_BYTES = 56 * 2 ** 20  # a dataset's tar parts: two carry calls of <= 64 MiB each, checkout included
+
+
 def stage(args: argparse.Namespace) -> int:
-    """Copy the CIFAR parts and the needed wheels into git-ignored folders; print the device-call plan."""
+    """Tar each dataset's CIFAR parts (+ restore_cifar.py) into <= 56 MiB pieces in .data/ and the timm
+    wheel the GPU machine lacks into .whl/ (both git-ignored); print the device-call plan."""
+    import tarfile
     src = Path(args.shared_data)
     if not (src / 'restore_cifar.py').is_file():
         raise SystemExit(f'error: {src} has no restore_cifar.py; pass --shared-data <path of shared/data>')
     data = REPO / '.data'
     data.mkdir(exist_ok=True)
-    shutil.copy2(src / 'restore_cifar.py', data / 'restore_cifar.py')
     for dataset in args.datasets:
-        if not (data / dataset).exists():
-            shutil.copytree(src / dataset, data / dataset)
+        if sorted(data.glob(f'{dataset}.tar.*')):
+            continue
+        tmp = data / f'.{dataset}.tar.tmp'
+        with tarfile.open(tmp, 'w') as tar:  # the zips are compressed already
+            tar.add(src / 'restore_cifar.py', arcname='restore_cifar.py')
+            tar.add(src / dataset, arcname=dataset)
+        with open(tmp, 'rb') as f:
+            for i, chunk in enumerate(iter(lambda: f.read(PART_BYTES), b'')):
+                (data / f'{dataset}.tar.{i:02d}').write_bytes(chunk)
+        tmp.unlink()
     wheels = REPO / '.whl'
     wheels.mkdir(exist_ok=True)
     import timm
@@ -67,31 +79,47 @@ def stage(args: argparse.Namespace) -> int:
     # the GPU machine's image has an older timm; this package itself runs from the carried checkout
     subprocess.run(pip + ['download', '-q', '--no-deps', '-d', str(wheels), f'timm=={timm.__version__}'], check=True)
 
-    install = ('python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && '
-               'export PYTHONPATH=/tmp/site || exit;')
-    print('Device calls, back to back (the machine stays warm ~30 s between calls; if a listing shows an '
-          'earlier part missing, it went cold: start over):')
+    env = ('python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && '
+           'export PYTHONPATH=/tmp/site:$PWD || exit;')
+    print('Device calls, back to back (the machine stays warm ~30 s between calls and keeps carried files; '
+          'if a listing shows an earlier part missing, it went cold: start over):')
     n = 0
     for dataset in args.datasets:
-        zips = sorted(p.name for p in (data / dataset / 'zips').glob('train-*.zip'))
-        for i in range(0, len(zips), 2):
+        parts = sorted(p.name for p in data.glob(f'{dataset}.tar.*'))
+        for i, part in enumerate(parts):
             n += 1
-            carry = [f'.data/{dataset}/zips/{z}' for z in zips[i:i + 2]]
-            print(f'{n}. carry {carry}\n   command: ls -la .data/{dataset}/zips')
-        n += 1
-        carry = [f'.data/{dataset}/zips/test-0.zip', f'.data/{dataset}/parts', '.data/restore_cifar.py', '.whl']
-        print(f'{n}. carry {carry}\n   command: {install} python3 tools/reproduce_table2.py gpu --dataset {dataset} '
-              f'--time-limit {args.time_limit} --out $OUT/{dataset} --train-args "{args.train_args}"')
-        print(f'   then, while it returns status "time_limit", repeat without carry: the same command '
-              f'(it resumes runs/table2-{dataset}-paper); fetch each reply\'s files.')
-    print('Finally, here: python tools/reproduce_table2.py collect <files_at>/<dataset> --data-dir <official archives>')
+            carry = [f'.data/{part}'] + (['.whl'] if n == 1 else [])
+            print(f'{n}. carry {carry}\n   command: ls -la .data' + (
+                '' if i < len(parts) - 1 else
+                f'; {env} setsid nohup python3 tools/reproduce_table2.py gpu --dataset {dataset} '
+                f'--time-limit {args.time_limit} --out /tmp/packed/{dataset} --train-args "{args.train_args}" '
+                f'> /tmp/{dataset}.log 2>&1 < /dev/null &'))
+    print('Then keep the machine warm with `sleep N; tail -n 3 /tmp/*.log runs/*/log.jsonl` calls; when a run '
+          'has packed, a call `cp /tmp/packed/<dataset>/* $OUT/` brings it back (at most 8 files a call).')
+    print('Finally, here: python tools/reproduce_table2.py collect <files_at> --data-dir <official archives> --export')
     return 0
+
+
+def _unpack_data_parts(dataset: str) -> None:
+    """.data/<dataset>.tar.NN (from `stage`) -> .data/<dataset>/ and .data/restore_cifar.py."""
+    import tarfile
+    parts = sorted((REPO / '.data').glob(f'{dataset}.tar.*'))
+    if not parts or (REPO / '.data' / dataset / 'zips').is_dir():
+        return
+    joined = REPO / '.data' / f'.{dataset}.tar.joined'
+    with open(joined, 'wb') as out:
+        for part in parts:
+            out.write(part.read_bytes())
+    with tarfile.open(joined) as tar:
+        tar.extractall(REPO / '.data', filter='data')
+    joined.unlink()
 
 
 # ---- gpu (GPU machine; CPU for a dry run) -------------------------------------------------------------------
 
 def _restore(dataset: str, root: Path) -> Path:
     if not (root / LAYOUTS[dataset]).is_dir():
+        _unpack_data_parts(dataset)
         restore = REPO / '.data' / 'restore_cifar.py'
         zips = REPO / '.data' / dataset / 'zips'
         missing = [p for p in (restore, zips / 'test-0.zip', REPO / '.data' / dataset / 'parts') if not p.exists()]
@@ -208,7 +236,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = sub.add_parser('stage', help='this machine: stage data + wheels, print the device calls')
     p.add_argument('--datasets', nargs='+', default=['cifar10', 'cifar100'], choices=sorted(LAYOUTS))
     p.add_argument('--shared-data', default=str(SHARED_DATA), help='the shared/data folder (default: ../shared/data)')
-    p.add_argument('--time-limit', type=float, default=8.5, help='minutes of training per device call')
+    p.add_argument('--time-limit', type=float, default=24, help='minutes of training before a run stops (resumable)')
     p.add_argument('--train-args', default='--amp bf16 --channels-last --compile', metavar='"FLAGS"',
                    help='train-cifar flags for the gpu phase (default: bf16 autocast, channels_last, torch.compile)')
     p.set_defaults(func=stage)

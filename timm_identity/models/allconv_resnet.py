@@ -174,7 +174,7 @@ class AllConvResNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
-        x = self.stem(x)
+        x = self.stem(x).to(self.stem.weight.dtype)  # the residual stream stays in the parameters' dtype under autocast
         if self.grad_checkpointing and not torch.jit.is_scripting():
             for stage in self.stages:
                 x = checkpoint_seq(stage, x)
@@ -205,7 +205,7 @@ class AllConvResNet(nn.Module):
         take_indices, max_index = feature_take_indices(len(self.stages) + 1, indices)
         self._check_input(x)
         intermediates = []
-        x = self.stem(x)
+        x = self.stem(x).to(self.stem.weight.dtype)  # the residual stream stays in the parameters' dtype under autocast
         if 0 in take_indices:
             intermediates.append(x)
         stages = self.stages[:max_index] if stop_early else self.stages

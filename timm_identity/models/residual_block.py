@@ -121,4 +121,6 @@ class AllConvResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = self.norm2(self.conv2(self.act(self.norm1(self.conv1(x)))))
-        return self.shortcut(x) + residual
+        # The stream keeps x's dtype: under autocast only the convs run in bf16/fp16. A freshly initialised
+        # branch is ~1e-3 of the stream, below bf16's resolution (~4e-3): a bf16 stream would round it away.
+        return self.shortcut(x).to(x.dtype) + residual.to(x.dtype)
