@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 import timm
 import timm_identity  # noqa: F401
+from timm_identity.model_kwargs import ParseModelKwargs
 from timm_identity.train.cifar_trainer import build_optimizer, build_scheduler, resolve_device, _autocast, _versions
 from timm_identity.train.device_data import DeviceCifarTrain
 from timm_identity.train.recipes import get_recipe
@@ -99,7 +100,7 @@ def main(argv=None):
     p.add_argument('--device', default='auto')
     p.add_argument('--batch-size', type=int, nargs='+', default=[32])
     p.add_argument('--model', default='allconv_resnet_cifar')
-    p.add_argument('--model-kwargs', nargs='*', default=[], metavar='KEY=VALUE')
+    p.add_argument('--model-kwargs', nargs='*', default={}, action=ParseModelKwargs, metavar='KEY=VALUE')
     p.add_argument('--amp', choices=('none', 'bf16'), default='none')
     p.add_argument('--channels-last', action='store_true')
     p.add_argument('--compile', action='store_true')
@@ -111,8 +112,6 @@ def main(argv=None):
     p.add_argument('--peak-tflops', type=float, default=None, help='for MFU, e.g. 800 (H100 bf16 measured)')
     p.add_argument('--output', help='append the JSON lines to this file')
     args = p.parse_args(argv)
-    from timm_identity.train.cifar_trainer import parse_model_kwargs
-    args.model_kwargs = parse_model_kwargs(args.model_kwargs)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)

@@ -26,6 +26,18 @@ braces_in_code = {"stay": "as written"}
 ```
 """
 
+# summary.csv exactly as timm's train.py (commit aa4b5850) wrote it: `train.py --device-modules timm_identity
+# -c configs/cifar10_timm_train.yaml --epochs 2 ...` on tiny CIFAR shards from our shard tool, then the same
+# with `--epochs 3 --resume .../last.pth.tar` into the same --output/--experiment (see
+# tests/test_train_timm_trainpy.py, which reruns this when TIMM_TRAIN_PY is set): the second start writes its
+# header again.
+RESUMED_SUMMARY_CSV = (
+    'epoch,train_loss,eval_loss,eval_top1,eval_top5,lr\r\n'
+    '0,2.3044582843780517,2.29139404296875,0.0,45.0,0.05\r\n'
+    '1,2.2924563884735107,2.2668339252471923,10.0,70.0,0.05\r\n'
+    'epoch,train_loss,eval_loss,eval_top1,eval_top5,lr\r\n'
+    '2,2.2728057861328126,2.2401144027709963,20.0,70.0,0.05\r\n')
+
 
 def tiny_model(seed: int = 0, **kwargs):
     import torch

@@ -87,3 +87,20 @@ def test_tool_help(monkeypatch, capsys):
         runpy.run_path(str(tool), run_name='__main__')
     out = capsys.readouterr().out
     assert e.value.code == 0 and '--head' in out and '--freeze-backbone' in out
+
+
+def test_damaged_pretrained_weights_and_bad_model_kwargs_are_one_line_errors(setup, tmp_path, capsys):
+    import shutil
+    from timm_identity.hub.finetune import main
+    _, source, _, data, _ = setup
+    damaged = shutil.copytree(source, tmp_path / 'damaged')
+    weights = damaged / 'model.safetensors'
+    raw = bytearray(weights.read_bytes())
+    raw[-100] ^= 0xFF
+    weights.write_bytes(bytes(raw))
+    assert main(['--model', f'local-dir:{damaged}', '--data-dir', str(data), '--workers', '0']) == 2
+    err = capsys.readouterr().err
+    assert f'error: {weights} is damaged' in err and 'Traceback' not in err
+    with pytest.raises(SystemExit) as e:
+        main(['--model', f'local-dir:{source}', '--data-dir', str(data), '--model-kwargs', 'depths=(1,1'])
+    assert e.value.code == 2 and "cannot read '(1,1'" in capsys.readouterr().err

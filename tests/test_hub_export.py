@@ -11,7 +11,7 @@ from safetensors import safe_open
 from timm_identity.cli import main as cli_main
 from timm_identity.hub.export import ExportError, export_checkpoint
 
-from hub_testutil import TINY, tiny_checkpoint, tiny_model, write_model_card
+from hub_testutil import RESUMED_SUMMARY_CSV, TINY, tiny_checkpoint, tiny_model, write_model_card
 
 X = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 
@@ -196,3 +196,65 @@ def test_export_cli_missing_label_names_file_is_a_clear_error(tmp_path, capsys):
     assert cli_main(['export', str(ckpt), '--arch', 'allconv_resnet_cifar.cifar10', '--label-names',
                      str(tmp_path / 'labels.txt'), '--output', str(tmp_path / 'out')]) == 2
     assert 'labels.txt' in capsys.readouterr().err and not (tmp_path / 'out').exists()
+
+
+def test_export_timm_run_folder_after_resume(tmp_path):
+    """A timm train.py run folder after `--resume` (summary.csv with a second header row, as a real resume
+    wrote it): exported, and the card says what the folder records and nothing else."""
+    import yaml
+    run, shards = tmp_path / 'run', tmp_path / 'shards'
+    run.mkdir()
+    shards.mkdir()
+    (shards / '_info.json').write_text(json.dumps({'name': 'cifar10', 'splits': {'test': {'num_samples': 20}}}))
+    model = tiny_model(0)
+    torch.save(dict(epoch=1, arch='allconv_resnet_cifar', metric=10.0, state_dict=model.state_dict(),
+                    args=argparse.Namespace(model='allconv_resnet_cifar', model_kwargs=dict(TINY))),
+               run / 'model_best.pth.tar')
+    (run / 'summary.csv').write_bytes(RESUMED_SUMMARY_CSV.encode())
+    (run / 'args.yaml').write_text(yaml.safe_dump(dict(
+        model='allconv_resnet_cifar', opt='momentum', lr=0.05, batch_size=8, sched='multistep', epochs=3,
+        dataset='wds/cifar10', data_dir=str(shards), val_split='test', resume=str(run / 'last.pth.tar'))))
+    folder = export_checkpoint(run, tmp_path / 'out', tag='cifar10', model_card=write_model_card(tmp_path))
+    card = ModelCard((folder / 'README.md').read_text())
+    results = {(e.dataset_split, e.metric_name): e.metric_value for e in card.data.eval_results}
+    assert results[('test', 'Top-1 accuracy (final)')] == 20.0
+    assert results[('test', 'Top-1 accuracy (these weights (epoch 1))')] == 10.0  # model_best is epoch 1 here
+    text = card.text
+    assert '- **Trainer:** timm train.py' in text and '- **Length:** 3 epochs of 3 planned (summary.csv)' in text
+    assert '- **Recipe:** model allconv_resnet_cifar, opt momentum, lr 0.05, batch_size 8' in text
+    assert '- **Command:** not recorded' in text
+    assert f'- **Evaluated on:** CIFAR-10 `test` split, 20 images (count from {shards / "_info.json"}' in text
+    assert '- **Exported weights:** epoch 1 (model_best.pth.tar' in text
+    assert "paper's recipe" not in (folder / 'config.json').read_text()
+
+    (run / 'summary.csv').write_text('epoch,eval_top1\n0,nope\n')  # any error names the file
+    with pytest.raises(ValueError, match=str(run / 'summary.csv')):
+        export_checkpoint(run, tmp_path / 'out2', tag='cifar10', model_card=write_model_card(tmp_path))
+
+
+def test_card_of_a_short_run_claims_no_paper_recipe(tmp_path):
+    """A 16-step train-cifar run exported under the registered tag (whose own description is the published
+    weights' "trained ... with the paper's recipe"): the card gives the run's recipe, length and test split."""
+    from timm_identity.train.cifar_trainer import train
+    from train_helpers import learnable_split, tiny_overrides
+    run = tmp_path / 'run'
+    train(tiny_overrides(run, steps=16, eval_every=8), learnable_split(32, seed=0), learnable_split(20, seed=1),
+          argv=['timm-identity', 'train-cifar', '--steps', '16'])
+    folder = export_checkpoint(run, tmp_path / 'out', arch='allconv_resnet_cifar.cifar10',
+                               model_card=write_model_card(tmp_path))
+    description = json.loads((folder / 'config.json').read_text())['pretrained_cfg']['description']
+    assert "paper's recipe" not in description and 'train-cifar; 16 optimizer steps of 16 planned' in description
+    card = ModelCard((folder / 'README.md').read_text())
+    assert "paper's recipe" not in card.text
+    assert '- **Recipe:** `paper` (timm_identity/train/recipes.py), changed: batch_size 16 (recipe: 128), ' \
+           'steps 16 (recipe: 60000)' in card.text
+    assert '- **Command:** `timm-identity train-cifar --steps 16`' in card.text
+    assert '- **Evaluated on:** CIFAR-10 `test` split, 20 images' in card.text
+    assert '- **Exported weights:** step 16 (step_00000016/model.safetensors)' in card.text
+    assert {e.dataset_split for e in card.data.eval_results} == {'test'}
+
+    # an older checkpoint folder, without the run's summary: its train_state still records the recipe
+    folder = export_checkpoint(run / 'checkpoints' / 'step_00000008', tmp_path / 'old', model_card=write_model_card(
+        tmp_path), arch='allconv_resnet_cifar.cifar10')
+    text = ModelCard((folder / 'README.md').read_text()).text
+    assert '- **Length:** 8 optimizer steps of 16 planned' in text and '- **Evaluated on:** not recorded' in text

@@ -4,15 +4,18 @@ import json
 import pytest
 from huggingface_hub import ModelCard
 
-from timm_identity.hub.model_card import Metric, ModelInfo, read_summary, render_model_card
+from timm_identity.hub.model_card import (
+    Metric, ModelInfo, TrainingRecord, read_summary, read_timm_summary_csv, render_model_card,
+)
 
-from hub_testutil import MODEL_CARD_TEMPLATE
+from hub_testutil import MODEL_CARD_TEMPLATE, RESUMED_SUMMARY_CSV
 
 
 def _info(**kwargs):
     base = dict(architecture='allconv_resnet_cifar', tag='cifar10', repo_id='timm-identity/allconv_resnet_cifar.cifar10',
                 num_classes=10, num_params=13546816, num_fixed=2560, dataset='cifar10',
-                metrics=[Metric('error', 6.38, 1, 'final'), Metric('error', 6.1, 1, 'best during training')])
+                metrics=[Metric('error', 6.38, 1, 'final'), Metric('error', 6.1, 1, 'best during training')],
+                training=TrainingRecord(eval_split='test', eval_images=10000))
     base.update(kwargs)
     return ModelInfo(**base)
 
@@ -59,19 +62,74 @@ def test_read_summary_json_and_timm_csv(tmp_path):
     p = tmp_path / 'summary.json'
     p.write_text(json.dumps(dict(final_test_error=6.5, best_test_error=6.25, final_test_error_top5=0.4,
                                  steps=60000, command='x')))
-    metrics, details, _ = read_summary(p)
-    assert [(m.topk, m.which, m.error) for m in metrics] == [
+    read = read_summary(p)
+    assert [(m.topk, m.which, m.error) for m in read.metrics] == [
         (1, 'final', 6.5), (1, 'best during training', 6.25), (5, 'final', 0.4)]
-    assert details == {'steps': 60000}
+    assert read.details == {} and read.training.length == '60,000 optimizer steps'
+    assert read.training.eval_split == 'test' and read.training.eval_images is None  # no test_images key
 
     p.write_text(json.dumps(dict(final_test_error=0.065, best_test_error=0.06)))
     with pytest.raises(ValueError, match='percent'):
+        read_summary(p)
+    p.write_text('{"final_test_error": 6.5,')  # cut short: the error names the file
+    with pytest.raises(ValueError, match=f'{p}: not readable as JSON'):
         read_summary(p)
 
     csv = tmp_path / 'summary.csv'
     csv.write_text('epoch,train_loss,eval_loss,eval_top1,eval_top5\n0,2.0,1.9,60.0,90.0\n1,1.5,1.2,75.5,95.0\n'
                    '2,1.4,1.3,74.0,94.0\n')
-    metrics, details, _ = read_summary(csv)
-    assert [(m.topk, m.which, m.accuracy) for m in metrics] == [
+    read = read_summary(csv)
+    assert [(m.topk, m.which, m.accuracy) for m in read.metrics] == [
         (1, 'final', 74.0), (5, 'final', 94.0), (1, 'best during training', 75.5), (5, 'best during training', 95.0)]
-    assert details['best epoch'] == '1'
+    assert read.details == {'final epoch': 2, 'best epoch': 1} and read.training.length == '3 epochs (summary.csv)'
+    assert read.training.eval_split is None  # no args.yaml beside it: the split is not recorded
+
+
+def test_timm_summary_csv_of_a_resumed_run(tmp_path):
+    csv = tmp_path / 'summary.csv'
+    csv.write_bytes(RESUMED_SUMMARY_CSV.encode())
+    assert [r['epoch'] for r in read_timm_summary_csv(csv)] == [0, 1, 2]
+    read = read_summary(csv)
+    assert [(m.topk, m.which, m.accuracy) for m in read.metrics] == [
+        (1, 'final', 20.0), (5, 'final', 70.0), (1, 'best during training', 20.0), (5, 'best during training', 70.0)]
+    assert read.training.length == '3 epochs (summary.csv)'
+
+
+def test_timm_summary_csv_partial_rows_and_restarts(tmp_path, caplog):
+    header = 'epoch,train_loss,eval_loss,eval_top1,eval_top5,lr\r\n'
+    csv = tmp_path / 'summary.csv'
+    # killed while writing epoch 2's row (no line end), then resumed from epoch 0's checkpoint: the new
+    # start's header lands on the partial row's line, and epochs 1.. are trained again
+    csv.write_bytes((header + '0,2.0,1.9,60.0,90.0,0.05\r\n1,1.5,1.2,75.5,95.0,0.05\r\n2,1.4,1.'
+                     + header + '1,1.6,1.3,70.0,93.0,0.05\r\n2,1.3,1.1,72.0,94.0,0.05\r\n3,1.2,1.0,7').encode())
+    rows = read_timm_summary_csv(csv)
+    assert [(r['epoch'], r['eval_top1']) for r in rows] == [(0, 60.0), (1, 70.0), (2, 72.0)]
+    assert f'{csv}: skipped partial row(s) on line(s) [4, 7]' in caplog.text
+    read = read_summary(csv)
+    assert [(m.which, m.accuracy) for m in read.metrics if m.topk == 1] == [('final', 72.0),
+                                                                            ('best during training', 72.0)]
+    for text, match in [('0,2.0,1.9,60.0,90.0\r\n', 'line 1|:1: a row before any header'),
+                        ('epoch,train_loss\r\n0,2.0\r\n', 'no rows with an eval_top1 column')]:
+        csv.write_bytes(text.encode())
+        with pytest.raises(ValueError, match=str(csv)):
+            read_summary(csv)
+
+
+def test_card_says_only_what_the_source_records():
+    text = render_model_card(_info(tag='cifar10_paper', metrics=[Metric('error', 40.0, 1, 'final')],
+                                   training=TrainingRecord()), None)
+    card = ModelCard(text)
+    assert card.data.eval_results[0].dataset_split is None  # never `split: test` by default
+    assert 'split: test' not in text
+    for key in ('Trainer', 'Recipe', 'Command', 'Length', 'Exported weights', 'Evaluated on'):
+        assert f'- **{key}:** not recorded' in card.text
+    assert '| CIFAR-10 (split not recorded) |' in card.text
+    assert "paper's recipe" not in text
+
+    training = TrainingRecord(trainer='timm train.py', recipe='opt momentum, lr 0.05', length='3 epochs',
+                              eval_split='validation', eval_images=200, eval_images_source='/data/_info.json')
+    card = ModelCard(render_model_card(_info(training=training), None))
+    assert card.data.eval_results[0].dataset_split == 'validation'
+    assert '- **Evaluated on:** CIFAR-10 `validation` split, 200 images (count from /data/_info.json)' in card.text
+    assert '| CIFAR-10 `validation` split, 200 images |' in card.text
+    assert '- **Command:** not recorded' in card.text and '- **Length:** 3 epochs' in card.text

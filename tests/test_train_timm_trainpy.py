@@ -95,3 +95,31 @@ def test_imagenet_config_one_epoch_on_tiny_shards(tmp_path):
     assert 'Created SGD (momentum) optimizer: lr: 0.1, momentum: 0.9' in out and 'nesterov: False' in out
     assert 'weight_decay: 0.0001' in out and 'criterion=CrossEntropyLoss' in out
     assert (tmp_path / 'out' / 'imagenet' / 'summary.csv').is_file()
+
+
+def test_export_after_resume_into_the_same_folder(tmp_path, capsys):
+    """train.py for 2 epochs, then `--resume` to epoch 3 into the same folder (summary.csv gets a second
+    header row), then `timm-identity export` of the run folder: the card's numbers and facts are the run's."""
+    tiny = make_tiny_cifar(tmp_path / 'cifar', num_train=40, num_test=20)
+    shards = tmp_path / 'shards'
+    assert cli_main(['shards', 'cifar', tiny.folder, '--out', str(shards), '--shard-samples', '20',
+                     '--no-progress', '--workers', '1']) == 0
+    common = ['-c', str(REPO / 'configs' / 'cifar10_timm_train.yaml'), '--data-dir', str(shards), '--device', 'cpu',
+              '--model-kwargs', 'depths=(1,1,1)', 'widths=(8,16,32)', 'stem_chs=8', '-b', '8', '-j', '1',
+              '--no-prefetcher', '--output', str(tmp_path / 'out'), '--log-interval', '1', '--val-interval', '1',
+              '--experiment', 'cifar']
+    _run_train_py([*common, '--epochs', '2'], tmp_path)
+    run = tmp_path / 'out' / 'cifar'
+    _run_train_py([*common, '--epochs', '3', '--resume', str(run / 'last.pth.tar')], tmp_path)
+    text = (run / 'summary.csv').read_text()
+    assert text.count('epoch,') == 2  # the resume wrote its header again
+    header, *rows = [r for r in csv.reader(text.splitlines()) if r]
+    rows = [r for r in rows if r != header]
+    assert cli_main(['export', str(run), '--arch', 'allconv_resnet_cifar.cifar10', '--output',
+                     str(tmp_path / 'export')]) == 0, capsys.readouterr().err
+    from huggingface_hub import ModelCard
+    card = ModelCard((tmp_path / 'export' / 'README.md').read_text())
+    final = {e.metric_name: (e.dataset_split, e.metric_value) for e in card.data.eval_results}['Top-1 accuracy (final)']
+    assert final == ('test', round(float(rows[-1][header.index('eval_top1')]), 2))
+    assert '- **Length:** 3 epochs of 3 planned (summary.csv)' in card.text
+    assert '`test` split, 20 images' in card.text and "paper's recipe" not in card.text.split('## Usage')[0]

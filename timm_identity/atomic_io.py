@@ -1,15 +1,15 @@
-"""Crash-safe file writes shared by the shard writer, the trainer and its checkpoints."""
+"""Crash-safe file writes shared by the shard writer, the trainer and its checkpoints, and the export."""
 import os
 from pathlib import Path
 from typing import Optional, Union
 
-__all__ = ['atomic_write_text']
+__all__ = ['atomic_write_text', 'new_file_mode', 'set_new_file_mode']
 
 
 def atomic_write_text(path: Union[str, os.PathLike], text: str, tmp_name: Optional[str] = None) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder (``tmp_name``, default
     ``.<name>.tmp-<pid>``), fsync it, then rename it over ``path``: readers see the old file or the new
-    one, never a partial one."""
+    one, never a partial one (and, made by ``open``, with the mode of any new file: ``new_file_mode``)."""
     path = Path(path)
     tmp = path.with_name(tmp_name or f'.{path.name}.tmp-{os.getpid()}')
     with open(tmp, 'w') as f:
@@ -17,3 +17,28 @@ def atomic_write_text(path: Union[str, os.PathLike], text: str, tmp_name: Option
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _umask() -> int:
+    try:  # Linux: read it without changing it (os.umask would change it for every thread for a moment)
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode(directory: bool = False) -> int:
+    """The mode ``open()`` (0o666) or ``mkdir()`` (0o777) gives a new file or folder under the process umask,
+    e.g. 0o644 / 0o755 under the usual umask 022."""
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
+def set_new_file_mode(path: Union[str, os.PathLike]) -> None:
+    """Give ``path`` the mode of a new file or folder (``new_file_mode``). For what tools create private
+    (safetensors' ``save_file`` writes 0o600, ``tempfile.mkdtemp`` makes 0o700) but we mean to share."""
+    os.chmod(path, new_file_mode(os.path.isdir(path)))

@@ -136,6 +136,7 @@ def pack(run_dir: Path, out: Path) -> List[Path]:
     import torch
     from huggingface_hub import save_torch_state_dict
     from safetensors.torch import load_file
+    from timm_identity.integrity import record_files
     from timm_identity.train.checkpoint import CONFIG_FILE, MODEL_FILE, resolve_checkpoint
 
     ckpt = resolve_checkpoint(run_dir)
@@ -145,6 +146,7 @@ def pack(run_dir: Path, out: Path) -> List[Path]:
     shutil.copy2(ckpt / CONFIG_FILE, out / CONFIG_FILE)
     state = {k: v.to(torch.float32).contiguous() for k, v in load_file(str(ckpt / MODEL_FILE)).items()}
     save_torch_state_dict(state, out, filename_pattern='model{suffix}.safetensors', max_shard_size=SHARD_SIZE)
+    record_files(out, sorted(p.name for p in out.glob('model*.safetensors')))  # each shard's sha256, for unpack
     files = sorted(p for p in out.iterdir() if p.is_file())
     too_big = [f'{p.name} ({p.stat().st_size} B)' for p in files if p.stat().st_size > DEVICE_FILE_BYTES]
     if len(files) > DEVICE_FILE_LIMIT or too_big:
@@ -180,6 +182,7 @@ def gpu(args: argparse.Namespace) -> int:
 def unpack(packed: Path, dest: Path) -> Path:
     """Shards + config from ``gpu`` -> a Hub-format folder ``dest`` (config.json + model.safetensors)."""
     from safetensors.torch import load_file, save_file
+    from timm_identity.integrity import DamagedFileError, check_weights_file, record_files
     index_file = packed / 'model.safetensors.index.json'
     if index_file.is_file():
         shards = sorted(set(json.loads(index_file.read_text())['weight_map'].values()))
@@ -189,10 +192,15 @@ def unpack(packed: Path, dest: Path) -> Path:
         raise SystemExit(f'error: {packed} holds neither model.safetensors.index.json nor model.safetensors')
     state = {}
     for shard in shards:
+        try:
+            check_weights_file(packed / shard)  # against the sha256 that `pack` recorded in config.json
+        except DamagedFileError as e:
+            raise SystemExit(f'error: {e}') from None
         state.update(load_file(str(packed / shard)))
     dest.mkdir(parents=True, exist_ok=True)
     save_file(state, str(dest / 'model.safetensors'))
     shutil.copy2(packed / 'config.json', dest / 'config.json')
+    record_files(dest, ['model.safetensors'])  # the merged file
     return dest
 
 

@@ -2,7 +2,7 @@
 import argparse
 import sys
 
-from timm.utils import ParseKwargs
+from ..model_kwargs import ParseModelKwargs
 
 EXPORT_EPILOG = """\
 examples:
@@ -85,7 +85,7 @@ def add_parser(subparsers) -> None:
                                   'from the checkpoint/summary)')
     p.add_argument('--tag', help='pretrained tag, if not in --arch (a new tag is fine for --output; default: '
                                  'the checkpoint\'s, e.g. cifar10_paper for train-cifar)')
-    p.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='KEY=VALUE',
+    p.add_argument('--model-kwargs', nargs='*', default={}, action=ParseModelKwargs, metavar='KEY=VALUE',
                    help='model arguments the checkpoint was trained with, e.g. depths="(1,1,1)"; num_classes, '
                         'head and in_chans are read from the weights')
     p.add_argument('--no-ema', action='store_true', help='take state_dict, not state_dict_ema, of a timm checkpoint')

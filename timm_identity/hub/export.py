@@ -7,9 +7,15 @@
 
 Input checkpoints: a safetensors state dict (our CIFAR trainer), or a torch checkpoint such as timm
 train.py's ``*.pth.tar`` (``state_dict`` / ``state_dict_ema``), read by timm's ``load_state_dict`` with
-``weights_only=True`` (no arbitrary pickle code runs). The folder is written under a temporary name
-beside the destination, checked (reloaded through ``timm.create_model('local-dir:...')``, identical
-outputs), and renamed into place at the end: a failure leaves nothing half-written.
+``weights_only=True`` (no arbitrary pickle code runs). An input whose ``config.json`` records its size and
+sha256 (our checkpoints and exports) is checked against them first; a damaged input is a one-line error.
+The folder is written under a temporary name beside the destination, its ``config.json`` records the size
+and sha256 of ``model.safetensors`` (``timm_identity.integrity``), it is checked (reloaded through
+``timm.create_model('local-dir:...')``, identical outputs), given ordinary file modes (umask) and renamed
+into place at the end: a failure leaves nothing half-written.
+
+The model card states only what the training source records (``model_card.TrainingRecord``): a
+``train-cifar`` summary or checkpoint, or a timm ``train.py`` folder's ``summary.csv`` and ``args.yaml``.
 """
 import argparse
 import json
@@ -25,7 +31,12 @@ import torch
 import timm
 from timm.models import load_state_dict, save_for_hf, split_model_name_tag
 
-from .model_card import DATASETS, Metric, ModelInfo, dataset_info, read_summary, render_model_card
+from ..atomic_io import set_new_file_mode
+from ..train.checkpoint import STATE_FILE, state_dict_mismatch
+from ..integrity import DamagedFileError, check_weights_file, first_line, record_files, torch_load_checked
+from .model_card import (
+    DATASETS, Metric, ModelInfo, TrainingRecord, dataset_info, read_summary, render_model_card, train_cifar_record,
+)
 
 __all__ = ['ExportError', 'export_checkpoint', 'export_model', 'read_checkpoint', 'resolve_source', 'hub_configs_dir',
            'default_model_card_path', 'atomic_replace_dir']
@@ -132,9 +143,13 @@ def read_checkpoint(path: Union[str, Path], use_ema: bool = True) -> Tuple[Dict[
     if not path.is_file():
         raise ExportError(f'Checkpoint not found: {path}')
     try:
+        check_weights_file(path)  # recorded size / sha256, safetensors header
+        checkpoint = None if path.suffix == '.safetensors' else _torch_load_safe(path)
         state_dict = load_state_dict(str(path), use_ema=use_ema, weights_only=True)
-    except RuntimeError as e:  # weights_only refused a pickle global: say so, never retry unsafely
-        raise ExportError(f'Could not read {path} safely (torch.load weights_only=True): {e}') from e
+    except DamagedFileError as e:  # damaged, or a pickle that weights_only refused: never retried unsafely
+        raise ExportError(str(e)) from None
+    except (RuntimeError, OSError) as e:
+        raise ExportError(f'Could not read {path} safely (torch.load weights_only=True): {first_line(e)}') from None
     meta: Dict[str, Any] = {}
     if path.suffix == '.safetensors':
         from safetensors import safe_open
@@ -143,11 +158,21 @@ def read_checkpoint(path: Union[str, Path], use_ema: bool = True) -> Tuple[Dict[
         meta['arch'] = raw.get('architecture') or raw.get('arch')
         if raw.get('model_args'):
             meta['model_args'] = json.loads(raw['model_args'])
+        if str(raw.get('step', '')).isdigit():
+            meta['step'] = int(raw['step'])  # train-cifar writes it
         config_path = path.with_name('config.json')
         if config_path.is_file():
             meta.update(_read_hub_config(config_path))
+        state_path = path.with_name(STATE_FILE)
+        if state_path.is_file():  # a train-cifar checkpoint folder: its state records the run's settings
+            try:
+                state = torch_load_checked(state_path, map_location='cpu')
+            except DamagedFileError as e:  # not needed for the weights: export them, without these facts
+                _logger.warning(f'{e}; the model card will not have the run\'s settings.')
+                state = None
+            if isinstance(state, dict) and isinstance(state.get('config'), dict):
+                meta['train_config'] = state['config']
     else:
-        checkpoint = _torch_load_safe(path)
         if isinstance(checkpoint, dict):
             meta['arch'] = checkpoint.get('arch')
             args = checkpoint.get('args')
@@ -176,9 +201,35 @@ def _read_hub_config(path: Path) -> Dict[str, Any]:
 
 
 def _torch_load_safe(path: Path) -> Any:
-    """``torch.load(weights_only=True)`` allowing the ``argparse.Namespace`` timm train.py stores in ``args``."""
+    """``torch.load(weights_only=True)`` allowing the ``argparse.Namespace`` timm train.py stores in ``args``
+    (a damaged or refused file: ``DamagedFileError``)."""
     with torch.serialization.safe_globals([argparse.Namespace]):
-        return torch.load(str(path), map_location='cpu', weights_only=True)
+        return torch_load_checked(path, map_location='cpu')
+
+
+def _weights_from(weights: Path, meta: Dict[str, Any]) -> Optional[str]:
+    """Which point of the training run the exported weights are, as the checkpoint records it."""
+    ema = ', EMA weights' if meta.get('used_ema') else ''
+    if meta.get('epoch') is not None:  # timm train.py
+        best = (': train.py\'s best eval metric since the run last started (a --resume starts the count again)'
+                if weights.name == TIMM_BEST else '')
+        return f'epoch {meta["epoch"]} ({weights.name}{best}){ema}'
+    if meta.get('step') is not None:  # train-cifar
+        return f'step {meta["step"]} ({weights.parent.name}/{weights.name}){ema}'
+    return None
+
+
+def _metrics_of_these_weights(rows: Optional[List[Dict[str, Any]]], epoch: Optional[int]) -> List[Metric]:
+    """timm train.py: the summary row of the epoch the exported checkpoint is from, when it is neither the
+    final nor the best row (after a resume, ``model_best.pth.tar`` may be neither)."""
+    if not rows or epoch is None:
+        return []
+    evaluated = [r for r in rows if 'eval_top1' in r]
+    row = next((r for r in evaluated if r['epoch'] == epoch), None)
+    if row is None or row is evaluated[-1] or row is max(evaluated, key=lambda r: r['eval_top1']):
+        return []
+    which = f'these weights (epoch {epoch})'
+    return [Metric('accuracy', row[k], topk, which) for k, topk in (('eval_top1', 1), ('eval_top5', 5)) if k in row]
 
 
 def _infer_model_args(state_dict: Dict[str, torch.Tensor]) -> Dict[str, Any]:
@@ -262,6 +313,7 @@ def export_model(
         description: Optional[str] = None,
         metrics: Sequence[Metric] = (),
         details: Optional[Dict[str, Any]] = None,
+        training: Optional[TrainingRecord] = None,
         fp16: bool = False,
         model_card: Optional[Union[str, Path]] = None,
         data_config: Optional[Dict[str, Any]] = None,
@@ -271,6 +323,9 @@ def export_model(
 ) -> Path:
     """Write ``model`` (made by ``timm.create_model``) as a Hub-form folder at ``output``; returns it.
 
+    ``training``: what the training source records (the card says "not recorded" for the rest).
+    ``description``: one line for config.json and the card (default: architecture, dataset and the
+    recorded trainer/length; never a registered tag's own description, which describes other weights).
     ``model_card``: the MODEL_CARD.md template (default: the checkout's, if there is one).
     """
     architecture = model.pretrained_cfg.get('architecture') or type(model).__name__
@@ -285,10 +340,11 @@ def export_model(
         label_names = source_cfg.get('label_names')
     if label_names is not None and len(label_names) != model.num_classes:
         raise ExportError(f'{len(label_names)} label names for a model with {model.num_classes} classes.')
-    pretrained_cfg = dict(hf_hub_id=repo_id, tag=tag)
-    if description or source_cfg.get('tag') != tag:
-        pretrained_cfg['description'] = description or (
-            f'{architecture} trained on {dataset_info(dataset).get("name", "an unnamed dataset")} (timm-identity).')
+    training = training or TrainingRecord()
+    pretrained_cfg = dict(hf_hub_id=repo_id, tag=tag, description=description or (
+        f'{architecture} (timm-identity) trained on {dataset_info(dataset).get("name", "a dataset not recorded")}'
+        + (f' with {training.trainer}' if training.trainer else '')
+        + (f'; {training.length}' if training.length else '') + '.'))
     model_config: Dict[str, Any] = dict(pretrained_cfg=pretrained_cfg)
     if label_names is not None:
         model_config['label_names'] = list(label_names)
@@ -323,11 +379,14 @@ def export_model(
             description=saved_cfg.get('description', ''), weights_dtype='float16' if fp16 else 'float32',
             input_size=saved_cfg.get('input_size', ()), mean=saved_cfg.get('mean', ()), std=saved_cfg.get('std', ()),
             license=saved_cfg.get('license', 'apache-2.0'), metrics=list(metrics), details=dict(details or {}),
-            base_model=base_model, registered=registered,
+            base_model=base_model, registered=registered, training=training,
         )
         (tmp / 'README.md').write_text(render_model_card(info, template), encoding='utf-8')
+        record_files(tmp, ['model.safetensors'])
         if verify:
             _verify(tmp, model, dtype)
+        for path in (tmp, *tmp.iterdir()):  # mkdtemp makes 0o700, save_file 0o600: this folder is for sharing
+            set_new_file_mode(path)
         atomic_replace_dir(tmp, output, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -362,8 +421,14 @@ def export_checkpoint(
     metrics: List[Metric] = []
     details: Dict[str, Any] = {}
     raw_summary: Dict[str, Any] = {}
+    training = TrainingRecord()
     if summary:
-        metrics, details, raw_summary = read_summary(summary)
+        read = read_summary(summary)
+        metrics, details, training, raw_summary = read.metrics, read.details, read.training, read.raw
+    elif meta.get('train_config'):  # a train-cifar checkpoint folder without its run's summary
+        training = train_cifar_record(meta['train_config'], meta.get('step'))
+    training.weights_from = _weights_from(weights, meta)
+    metrics += _metrics_of_these_weights(raw_summary.get('rows'), meta.get('epoch'))
     arch = arch or meta.get('arch') or raw_summary.get('architecture') or raw_summary.get('model')
     if not arch:
         raise ExportError('Which architecture? Pass --arch (e.g. allconv_resnet_cifar.cifar10); the checkpoint '
@@ -413,15 +478,16 @@ def export_checkpoint(
     if output is None:
         raise ExportError('Where to? Pass --output DIR or --to-hub-configs.')
 
-    model = timm.create_model(name, pretrained=False, **args)
     try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as e:
-        raise ExportError(f'The checkpoint does not fit {name} built with {args}: pass the model arguments it was '
-                          f'trained with (--model-kwargs key=value ...).\n{e}') from e
-    if meta.get('used_ema'):
-        details.setdefault('weights', 'EMA weights of the checkpoint')
-    folder = export_model(model, output, tag=tag, metrics=metrics, details=details, **kwargs)
+        model = timm.create_model(name, pretrained=False, **args)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ExportError(f'Cannot build {name} with {args}: {first_line(e)}') from None
+    problem = state_dict_mismatch(model, state_dict)
+    if problem:
+        raise ExportError(f'The checkpoint {weights} does not fit {name} built with {args} ({problem}): pass the '
+                          f'model arguments it was trained with (--model-kwargs key=value ...).')
+    model.load_state_dict(state_dict, strict=True)
+    folder = export_model(model, output, tag=tag, metrics=metrics, details=details, training=training, **kwargs)
     if to_hf_cache:
         from .cache import install_into_hf_cache
         repo_id = json.loads((folder / 'config.json').read_text())['pretrained_cfg']['hf_hub_id']

@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -23,9 +24,11 @@ import timm
 from timm.data import create_dataset, create_transform, resolve_data_config
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
-from timm.utils import AverageMeter, ParseKwargs, accuracy
+from timm.utils import AverageMeter, accuracy
 
-from .model_card import Metric
+from ..integrity import check_weights_file
+from ..model_kwargs import ParseModelKwargs
+from .model_card import Metric, TrainingRecord
 
 __all__ = ['build_parser', 'build_model', 'finetune', 'main']
 
@@ -42,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help='pretrained model: a registered tag, hf-hub:<repo> or local-dir:<exported folder>')
     g.add_argument('--pretrained-file', help='load the backbone from this file instead (safetensors; a torch '
                                              'file is read with weights_only=True)')
-    g.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='KEY=VALUE',
+    g.add_argument('--model-kwargs', nargs='*', default={}, action=ParseModelKwargs, metavar='KEY=VALUE',
                    help='architecture arguments of the pretrained weights, if not the defaults')
     g.add_argument('--head', choices=('linear', 'fixed'), default='linear', help='new head (default: linear)')
     g.add_argument('--freeze-backbone', action='store_true', help='train the linear head only')
@@ -80,7 +83,10 @@ def build_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
     """Pretrained model with its original head (strict load), then a new head for ``num_classes``."""
     kwargs: Dict[str, Any] = dict(args.model_kwargs or {})
     if args.pretrained_file:
+        check_weights_file(args.pretrained_file)  # recorded sha256 / readable header, before timm loads it
         kwargs['pretrained_cfg_overlay'] = dict(file=str(args.pretrained_file))
+    elif args.model.startswith('local-dir:') and Path(args.model[len('local-dir:'):], 'model.safetensors').is_file():
+        check_weights_file(Path(args.model[len('local-dir:'):], 'model.safetensors'))
     model = timm.create_model(args.model, pretrained=True, **kwargs)
     model.reset_classifier(num_classes, head=args.head)
     if args.freeze_backbone:
@@ -189,7 +195,14 @@ def finetune(args: argparse.Namespace) -> Dict[str, Any]:
             label_names=class_names, metrics=metrics, model_card=args.model_card, overwrite=args.overwrite,
             description=f'{args.model} fine-tuned on {args.dataset or args.data_dir} ({args.head} head, '
                         f'{step} steps).',
-            details=dict(steps=step), base_model=base if base and base.count('/') == 1 else None,
+            training=TrainingRecord(
+                trainer='timm-identity tools/finetune.py', length=f'{step:,} optimizer steps',
+                recipe=', '.join(f'{k} {getattr(args, k)}' for k in (
+                    'opt', 'lr', 'momentum', 'weight_decay', 'sched', 'epochs', 'warmup_epochs', 'batch_size', 'head',
+                    'freeze_backbone', 'no_aug')),
+                eval_split=args.val_split if val_set is not None else None,
+                eval_images=len(val_set) if val_set is not None else None),
+            base_model=base if base and base.count('/') == 1 else None,
         )
         print(f'Fine-tuned model written to {result["output"]}')
     return result
@@ -197,5 +210,9 @@ def finetune(args: argparse.Namespace) -> Dict[str, Any]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    finetune(args)
+    try:
+        finetune(args)
+    except ValueError as e:  # bad arguments, damaged weights: one line
+        print(f'error: {e}', file=sys.stderr)
+        return 2
     return 0

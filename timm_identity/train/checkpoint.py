@@ -14,23 +14,29 @@ Layout of a run folder::
 
 Every checkpoint is written into a temporary folder that is renamed into place when complete, and
 ``latest`` is replaced atomically afterwards, so a run killed at any moment leaves the previous
-checkpoint intact and ``latest`` never names a partial one.
+checkpoint intact and ``latest`` never names a partial one. ``config.json`` also records the size and
+sha256 of ``model.safetensors`` and ``train_state.pt`` (:mod:`timm_identity.integrity`); loading checks
+them, and a damaged checkpoint is a one-line error that names the file and the newest intact checkpoint.
 """
 from __future__ import annotations
 
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..atomic_io import atomic_write_text
+from ..atomic_io import atomic_write_text, set_new_file_mode
+from ..integrity import (
+    DamagedFileError, check_recorded, check_weights_file, first_line, record_files, torch_load_checked,
+)
 
 __all__ = [
     'MODEL_FILE', 'CONFIG_FILE', 'STATE_FILE', 'atomic_write_text', 'save_checkpoint', 'resolve_checkpoint',
-    'load_train_state', 'load_model_weights', 'model_state_for_save',
+    'load_train_state', 'load_model_weights', 'model_state_for_save', 'state_dict_mismatch', 'check_checkpoint',
+    'newest_intact_checkpoint', 'resume_hint',
 ]
 
 MODEL_FILE = 'model.safetensors'
@@ -76,7 +82,9 @@ def save_checkpoint(
     save_file(model_state_for_save(model), str(tmp / MODEL_FILE), metadata={'format': 'pt', 'step': str(step)})
     write_config(tmp / CONFIG_FILE)
     torch.save(train_state, tmp / STATE_FILE)
+    record_files(tmp, (MODEL_FILE, STATE_FILE))
     for f in (MODEL_FILE, CONFIG_FILE, STATE_FILE):
+        set_new_file_mode(tmp / f)  # save_file writes 0o600
         _fsync_file(tmp / f)
     if final.exists():  # the same step written again (a resumed run re-saving): replace it
         old = root / f'.old-{name}-{os.getpid()}'
@@ -111,25 +119,80 @@ def resolve_checkpoint(path: PathLike) -> Path:
         if latest.is_file():
             ckpt = root / latest.read_text().strip()
             if not _is_checkpoint(ckpt):
-                raise FileNotFoundError(f'{latest} names {ckpt.name}, which is not a complete checkpoint')
+                raise FileNotFoundError(f'{latest} names {ckpt.name}, which is not a complete checkpoint; '
+                                        f'{resume_hint(root, exclude=ckpt)}')
             return ckpt
     raise FileNotFoundError(
         f'{path}: neither a checkpoint folder (with {MODEL_FILE} and {STATE_FILE}) nor a run folder '
         f'with checkpoints/{LATEST}')
 
 
+def check_checkpoint(ckpt_dir: PathLike) -> None:
+    """Raise :class:`DamagedFileError` (naming the file) unless both weights files of the checkpoint are
+    intact: equal to their recorded size and sha256, or, where nothing is recorded (older checkpoints),
+    readable."""
+    ckpt_dir = Path(ckpt_dir)
+    check_weights_file(ckpt_dir / MODEL_FILE)
+    if not check_recorded(ckpt_dir / STATE_FILE):
+        torch_load_checked(ckpt_dir / STATE_FILE, map_location='cpu')
+
+
+def newest_intact_checkpoint(root: PathLike, exclude: Optional[PathLike] = None) -> Optional[Path]:
+    """The newest complete, intact checkpoint folder in ``root`` (a ``checkpoints`` folder), ``exclude`` aside."""
+    root = Path(root)
+    exclude = Path(exclude).resolve() if exclude is not None else None
+    found = sorted((p for p in root.glob('step_*') if _is_checkpoint(p) and p.resolve() != exclude), reverse=True)
+    for ckpt in found:
+        try:
+            check_checkpoint(ckpt)
+        except (DamagedFileError, FileNotFoundError):
+            continue
+        return ckpt
+    return None
+
+
+def resume_hint(root: PathLike, exclude: Optional[PathLike] = None) -> str:
+    """What to do instead: the newest intact checkpoint in ``root`` and how to resume from it."""
+    intact = newest_intact_checkpoint(root, exclude)
+    if intact is None:
+        return f'no intact checkpoint is left in {root}: start the run again (another --out-dir)'
+    return f'the newest intact checkpoint is {intact.name}: resume from it with --resume {intact}'
+
+
 def load_train_state(ckpt_dir: PathLike, map_location: Optional[Union[str, torch.device]] = 'cpu') -> Dict[str, Any]:
-    """The training state of a checkpoint (loaded with ``weights_only=True``: tensors and containers only)."""
-    return torch.load(Path(ckpt_dir) / STATE_FILE, map_location=map_location, weights_only=True)
+    """The training state of a checkpoint (loaded with ``weights_only=True``: tensors and containers only),
+    after checking its recorded size and sha256."""
+    return torch_load_checked(Path(ckpt_dir) / STATE_FILE, map_location=map_location)
+
+
+def state_dict_mismatch(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> Optional[str]:
+    """How ``state`` differs from ``model.state_dict()`` in one line (missing and unexpected keys, and
+    shapes), or None when it fits."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f'{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}' for k in own
+              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    parts = []
+    for what, items in (('missing', missing), ('unexpected', unexpected), ('other shapes (file vs model)', shapes)):
+        if items:
+            parts.append(f'{len(items)} {what}: {", ".join(items[:3])}{", ..." if len(items) > 3 else ""}')
+    return '; '.join(parts) or None
 
 
 def load_model_weights(model: torch.nn.Module, path: PathLike) -> None:
     """Load a ``model.safetensors`` (or a folder holding one) into ``model``, strictly: every parameter
-    and buffer, including the fixed head, must be there and match."""
+    and buffer, including the fixed head, must be there and match. The file is checked first
+    (recorded sha256, readable header); a damaged file or one of another architecture is a one-line error."""
     path = Path(path)
     if path.is_dir():
         path = path / MODEL_FILE
-    state = load_file(str(path))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f'{path} does not match the model: missing {sorted(missing)}, unexpected {sorted(unexpected)}')
+    check_weights_file(path)
+    try:
+        state = load_file(str(path))
+    except Exception as e:  # SafetensorError past the header
+        raise DamagedFileError(f'{path}: not a readable safetensors file ({first_line(e)})') from None
+    problem = state_dict_mismatch(model, state)
+    if problem:
+        raise ValueError(f'{path} does not fit the model ({problem})')
+    model.load_state_dict(state)

@@ -14,13 +14,12 @@ message, nothing is saved after the last good checkpoint, and ``summary.json`` s
 
 Outputs in the run folder: ``run_config.json`` (the resolved settings), ``log.jsonl`` (one record per
 log point: step, epoch, lr, loss, train acc/error, images/s, and test loss/error where evaluated),
-``summary.json`` (final and best test error, wall time, steps, device, versions, command line),
+``summary.json`` (final and best test error, test set size, wall time, steps, device, versions, command line),
 ``curves.png``, and ``checkpoints/`` (see :mod:`timm_identity.train.checkpoint`).
 """
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import math
 import os
@@ -36,8 +35,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..integrity import DamagedFileError, check_weights_file
+from ..model_kwargs import parse_model_kwargs
 from .checkpoint import (
-    atomic_write_text, load_model_weights, load_train_state, resolve_checkpoint, save_checkpoint,
+    MODEL_FILE, atomic_write_text, load_model_weights, load_train_state, resolve_checkpoint, resume_hint,
+    save_checkpoint,
 )
 from .device_data import DeviceCifarTrain, channel_stats, iterate_eval_batches
 from .recipes import RECIPE_KEYS, RECIPES, get_recipe
@@ -323,7 +325,13 @@ def train(
     """
     process_start = time.perf_counter()
     resume_dir = resolve_checkpoint(overrides['resume']) if overrides.get('resume') else None
-    state = load_train_state(resume_dir) if resume_dir is not None else None
+    state = None
+    if resume_dir is not None:
+        try:  # both files, before anything is built: a damaged one names the checkpoint to resume from instead
+            check_weights_file(resume_dir / MODEL_FILE)
+            state = load_train_state(resume_dir)
+        except DamagedFileError as e:
+            raise DamagedFileError(f'{e}; {resume_hint(resume_dir.parent, exclude=resume_dir)}') from None
     if resume_dir is not None and overrides.get('out_dir') is None:
         overrides = {**overrides, 'out_dir': str(resume_dir.parent.parent)}  # continue in the run's folder
     cfg = resolve_config(overrides, state['config'] if state is not None else None)
@@ -416,6 +424,7 @@ def train(
             'steps': records[-1]['step'] if records else start_step,
             'target_steps': steps,
             'epochs': (records[-1]['step'] if records else start_step) * bs / data.num_images,
+            'test_images': int(test_labels.numel()),  # the size of the test split every test_error is on
             'final_test_error': evals[-1]['test_error'] if evals else None,
             'final_step': evals[-1]['step'] if evals else None,
             'best_test_error': best['test_error'],
@@ -535,21 +544,6 @@ def train(
                                         f'time limit; continue with --resume {run_dir}')
     pbar.close()
     return finish('completed')
-
-
-def parse_model_kwargs(items: Optional[Sequence[str]]) -> Dict[str, Any]:
-    """``['depths=(1,1,1)', 'stem_chs=8', 'head=linear']`` -> dict (values via ``ast.literal_eval``,
-    falling back to the plain string)."""
-    kwargs = {}
-    for item in items or ():
-        key, sep, value = item.partition('=')
-        if not sep or not key:
-            raise ValueError(f'--model-kwargs expects key=value items, got {item!r}')
-        try:
-            kwargs[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            kwargs[key] = value
-    return kwargs
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

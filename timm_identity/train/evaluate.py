@@ -9,12 +9,15 @@ Accepts:
 * a bare ``.safetensors`` file, with ``--model`` (and ``--model-kwargs``) saying which network it is;
 * a timm name ``hf-hub:...`` / ``local-dir:...`` / ``<model>.<tag>`` with pretrained weights.
 
-Normalisation uses the model's ``pretrained_cfg`` mean/std unless ``--mean/--std`` are given.
+Normalisation uses the model's ``pretrained_cfg`` mean/std unless ``--mean/--std`` are given. Weights files
+are checked before they are loaded (the size and sha256 recorded in the ``config.json`` beside them, a
+readable safetensors header): a damaged file is a one-line error naming it.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,8 +26,13 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
+from ..integrity import DamagedFileError, check_weights_file, first_line
+from ..model_kwargs import parse_model_kwargs
 from .checkpoint import MODEL_FILE, load_model_weights, resolve_checkpoint
-from .cifar_trainer import _device_name, _versions, evaluate_model, parse_model_kwargs, resolve_device
+from .cifar_trainer import _device_name, _versions, evaluate_model, resolve_device
+
+# what makes a SOURCE that does not exist a path (a missing file) rather than a timm name
+_FILE_SUFFIXES = ('.safetensors', '.pth', '.pt', '.bin', '.tar', '.json')
 
 __all__ = ['load_for_eval', 'evaluate_checkpoint', 'add_parser']
 
@@ -34,17 +42,27 @@ def load_for_eval(source: str, model_name: Optional[str] = None, model_kwargs: O
     """The model with the weights of ``source`` (see the module docstring for what ``source`` may be)."""
     import timm
     import timm_identity  # noqa: F401
-    for name in (model_name, None if Path(source).exists() or ':' in source else source.split('.', 1)[0]):
-        if name and not timm.is_model(name):
-            raise ValueError(f'unknown model {name!r} (timm models from timm_identity: {timm.list_models("allconv*")})')
     path = Path(source)
+    if not path.exists() and ':' not in source and (
+            '/' in source or os.sep in source or source.startswith(('.', '~')) or path.suffix in _FILE_SUFFIXES):
+        raise FileNotFoundError(f'{source}: no such file or folder')
+    for name in (model_name, None if path.exists() or ':' in source else source.split('.', 1)[0]):
+        if name and not timm.is_model(name):
+            raise ValueError(f'unknown model {name!r}' + ('' if name == model_name else f' and no file or folder '
+                             f'{source!r}') + f' (timm models from timm_identity: {timm.list_models("allconv*")})')
+    if source.startswith('local-dir:'):
+        path = Path(source[len('local-dir:'):])
     if path.exists():
         if path.is_dir() and not (path / MODEL_FILE).is_file():
             path = resolve_checkpoint(path)  # a run folder
         if path.is_dir():
             if not (path / MODEL_FILE).is_file():
                 raise FileNotFoundError(f'{path}: no {MODEL_FILE} here')
-            return timm.create_model(f'local-dir:{path.resolve()}', pretrained=True)
+            check_weights_file(path / MODEL_FILE)
+            try:
+                return timm.create_model(f'local-dir:{path.resolve()}', pretrained=True)
+            except (RuntimeError, ValueError, OSError) as e:  # config.json and weights that do not fit, ...
+                raise ValueError(f'{path}: timm cannot load it ({first_line(e)})') from None
         if path.suffix != '.safetensors':
             raise ValueError(f'{path}: expected a folder or a .safetensors file')
         if not model_name:
@@ -53,8 +71,18 @@ def load_for_eval(source: str, model_name: Optional[str] = None, model_kwargs: O
         kwargs = dict(model_kwargs or {})
         if num_classes is not None:
             kwargs.setdefault('num_classes', num_classes)
-        model = timm.create_model(model_name, **kwargs)
-        load_model_weights(model, path)
+        try:
+            model = timm.create_model(model_name, **kwargs)
+        except (RuntimeError, TypeError, ValueError) as e:
+            raise ValueError(f'cannot build --model {model_name} with --model-kwargs {model_kwargs or {}}: '
+                             f'{e}') from None
+        try:
+            load_model_weights(model, path)
+        except DamagedFileError:
+            raise
+        except ValueError as e:  # another architecture
+            raise ValueError(f'{e}: pass the --model and --model-kwargs it was trained with (now --model '
+                             f'{model_name}, --model-kwargs {model_kwargs or {}})') from None
         return model
     if ':' in source or '.' in source:
         try:

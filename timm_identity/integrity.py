@@ -1,0 +1,133 @@
+"""Integrity of the weights files we write: their size and sha256, recorded in the ``config.json`` beside them.
+
+``train-cifar`` checkpoints (``model.safetensors``, ``train_state.pt``) and exported Hub folders
+(``model.safetensors``) carry, next to timm's own keys, ::
+
+    "files": {"model.safetensors": {"bytes": 54242336, "sha256": "9f2c..."}}
+
+(timm ignores keys it does not know; the sha256 is the one the Hub shows for the file and ``sha256sum``
+prints). Every command of ours that loads such a file checks it first with :func:`check_weights_file`:
+a file that differs from its record, or one whose safetensors header cannot be read, is a
+:class:`DamagedFileError` with one line that names the file. Files without a record (older checkpoints,
+timm ``train.py`` checkpoints, a bare weights file) are read as they are.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import re
+from pathlib import Path
+from typing import Any, Iterable, Optional, Union
+
+from .atomic_io import atomic_write_text
+
+__all__ = ['FILES_KEY', 'DamagedFileError', 'sha256_file', 'record_files', 'check_recorded', 'check_weights_file',
+           'torch_load_checked', 'first_line']
+
+FILES_KEY = 'files'
+CONFIG_NAME = 'config.json'
+
+PathLike = Union[str, os.PathLike]
+
+
+class DamagedFileError(ValueError):
+    """A weights file that differs from its recorded size/sha256, or cannot be read (message names it)."""
+
+
+def sha256_file(path: PathLike, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(chunk_size), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def record_files(folder: PathLike, names: Iterable[str]) -> None:
+    """Add the size and sha256 of ``folder/<name>`` for each of ``names`` to ``folder/config.json``
+    (replacing any earlier record; the config is rewritten atomically)."""
+    folder = Path(folder)
+    config_path = folder / CONFIG_NAME
+    config = json.loads(config_path.read_text())
+    config[FILES_KEY] = {name: {'bytes': (folder / name).stat().st_size, 'sha256': sha256_file(folder / name)}
+                         for name in names}
+    atomic_write_text(config_path, json.dumps(config, indent=2) + '\n')
+
+
+def _record(path: Path) -> Optional[dict]:
+    config_path = path.parent / CONFIG_NAME
+    if not config_path.is_file():
+        return None
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as e:
+        raise DamagedFileError(f'{config_path}: not readable as JSON ({e})') from None
+    files = config.get(FILES_KEY) if isinstance(config, dict) else None
+    record = files.get(path.name) if isinstance(files, dict) else None
+    return record if isinstance(record, dict) else None
+
+
+def check_recorded(path: PathLike) -> bool:
+    """Compare ``path`` with the size and sha256 that the ``config.json`` beside it records.
+
+    Returns False when nothing is recorded for it, True when it matches; raises :class:`DamagedFileError`
+    when it does not (or is missing)."""
+    path = Path(path)
+    record = _record(path)
+    if record is None:
+        return False
+    where = path.parent / CONFIG_NAME
+    if not path.is_file():
+        raise DamagedFileError(f'{path}: missing, though {where} records it')
+    size = path.stat().st_size
+    if record.get('bytes') is not None and size != record['bytes']:
+        raise DamagedFileError(f'{path} is damaged (truncated or overwritten): {size:,} bytes, but {where} '
+                               f'records {record["bytes"]:,}')
+    if record.get('sha256') and sha256_file(path) != record['sha256']:
+        raise DamagedFileError(f'{path} is damaged or was changed after it was written: its sha256 differs '
+                               f'from the {record["sha256"]} recorded in {where}')
+    return True
+
+
+def check_weights_file(path: PathLike) -> None:
+    """Everything we can check before loading ``path``: its recorded size and sha256, and for a
+    ``.safetensors`` file that its header reads (raises :class:`DamagedFileError`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DamagedFileError(f'{path}: no such file')
+    check_recorded(path)
+    if path.suffix == '.safetensors':
+        from safetensors import safe_open
+        try:
+            with safe_open(str(path), framework='pt'):
+                pass
+        except Exception as e:  # SafetensorError (bad / truncated header), OSError
+            raise DamagedFileError(f'{path}: not a readable safetensors file ({first_line(e)})') from None
+
+
+def torch_load_checked(path: PathLike, **kwargs) -> Any:
+    """``torch.load(path, weights_only=True, **kwargs)`` after :func:`check_recorded`; a damaged file or a
+    pickle that holds more than tensors and plain containers is a one-line :class:`DamagedFileError`."""
+    import torch
+    path = Path(path)
+    check_recorded(path)
+    try:
+        return torch.load(path, weights_only=True, **kwargs)
+    except pickle.UnpicklingError as e:
+        found = re.search(r'WeightsUnpickler error: ([^.\n]*)', str(e))
+        raise DamagedFileError(
+            f'{path}: refused to load: it holds Python objects other than tensors and plain containers '
+            f'({found.group(1) if found else first_line(e)}), which torch.load(weights_only=True) never runs; '
+            f'use only files you wrote') from None
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # truncated or overwritten: RuntimeError (zip reader), OSError, EOFError ...
+        raise DamagedFileError(f'{path}: not a readable torch file, damaged or truncated '
+                               f'({type(e).__name__}: {first_line(e)})') from None
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type name if it has none): for one-line errors."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
