@@ -189,3 +189,20 @@ def test_model_kwargs_that_do_not_parse_are_errors(trained, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:  # export (and tools/finetune.py): an argparse error
         main(['export', str(weights), '--output', str(tmp_path / 'o'), *argv])
     assert exit_.value.code == 2 and "cannot read '(1,1'" in capsys.readouterr().err
+
+
+def test_evaluate_checks_weights_already_in_the_hf_cache(trained, tmp_path, monkeypatch, capsys):
+    from huggingface_hub import constants
+    from timm_identity.hub.cache import install_into_hf_cache
+    cifar, run = trained
+    assert main(['export', str(run), '--output', str(tmp_path / 'export')]) == 0
+    cache = tmp_path / 'hf_cache'
+    snapshot = install_into_hf_cache(tmp_path / 'export', 'someone/tiny', cache_dir=cache)
+    monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(cache))
+    blob = (snapshot / 'model.safetensors').resolve()
+    data = bytearray(blob.read_bytes())
+    data[-64] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(['evaluate', 'hf-hub:someone/tiny', '--data-dir', cifar.folder, '--device', 'cpu']) == 2
+    assert f'{snapshot / "model.safetensors"} is damaged' in _one_line_error(capsys)

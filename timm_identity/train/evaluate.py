@@ -85,11 +85,32 @@ def load_for_eval(source: str, model_name: Optional[str] = None, model_kwargs: O
                              f'{model_name}, --model-kwargs {model_kwargs or {}})') from None
         return model
     if ':' in source or '.' in source:
+        _check_hf_cache(source)
         try:
             return timm.create_model(source, pretrained=True)
         except RuntimeError as e:  # weights not reachable: the message says which repo and what to do
             raise ValueError(str(e)) from e
     raise FileNotFoundError(f'{source}: no such file or folder (and not a hf-hub:/local-dir:/<model>.<tag> name)')
+
+
+def _check_hf_cache(name: str) -> None:
+    """The weights of a ``hf-hub:`` / ``<model>.<tag>`` name that are already in the local HF cache (put there
+    by ``export --to-hf-cache`` or a download), checked like a folder's before timm loads them."""
+    import timm
+    from huggingface_hub import try_to_load_from_cache
+    if name.startswith('hf-hub:'):
+        repo_id = name[len('hf-hub:'):]
+    else:
+        try:
+            cfg = timm.models.get_pretrained_cfg(name) if not name.startswith('local-dir:') else None
+        except RuntimeError:  # no such tag: timm.create_model says so
+            cfg = None
+        repo_id = getattr(cfg, 'hf_hub_id', None)
+    if repo_id:
+        repo_id, _, revision = repo_id.partition('@')
+        cached = try_to_load_from_cache(repo_id, MODEL_FILE, revision=revision or None)
+        if isinstance(cached, str):
+            check_weights_file(cached)
 
 
 def evaluate_checkpoint(
