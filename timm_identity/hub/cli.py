@@ -18,8 +18,11 @@ examples:
   timm-identity export runs/c10 --arch allconv_resnet_cifar.cifar10 --to-hub-configs --to-hf-cache
 
 Summary files: our trainer's summary JSON (final_test_error, best_test_error, optional *_top5 keys, in
-percent) or timm train.py's summary.csv (eval_top1 / eval_top5). The model card is MODEL_CARD.md of the
-checkout (or --model-card) with the per-model section and Hub metadata added.
+percent) or timm train.py's summary.csv (eval_top1 / eval_top5; repeated header rows after --resume and a
+partial last row are fine; args.yaml beside it gives the settings and evaluated split). The model card is
+MODEL_CARD.md of the checkout (or --model-card) with the per-model section and Hub metadata added; it says
+only what the run recorded, "not recorded" otherwise. Inputs whose config.json records their sha256 (our
+checkpoints and exports) are checked against it; the export records its own.
 """
 
 PUBLISH_EPILOG = """\
