@@ -1,6 +1,7 @@
 """timm-identity publish: local checks, dry run, errors without token / network. Nothing leaves the machine:
 the Hub API is replaced by a recorder, or pointed at a closed local port."""
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -62,7 +63,17 @@ def test_refuses_pickle_weights(folder, tmp_path, name):
 def test_refuses_fake_safetensors_missing_files_and_hidden(folder, tmp_path):
     bad = _copy(folder, tmp_path / 'fake')
     torch.save({'w': torch.zeros(1)}, bad / 'model.safetensors')  # a pickle under a safetensors name
-    with pytest.raises(PublishError, match='not a valid safetensors'):
+    with pytest.raises(PublishError, match='model.safetensors is damaged'):  # not what config.json records
+        collect_upload(bad)
+    config = json.loads((bad / 'config.json').read_text())
+    (bad / 'config.json').write_text(json.dumps({k: v for k, v in config.items() if k != 'files'}))
+    with pytest.raises(PublishError, match='not a readable safetensors file'):  # nothing recorded: the header
+        collect_upload(bad)
+    bad = _copy(folder, tmp_path / 'flipped')
+    data = bytearray((bad / 'model.safetensors').read_bytes())
+    data[-10] ^= 0xFF  # one byte of tensor data
+    (bad / 'model.safetensors').write_bytes(bytes(data))
+    with pytest.raises(PublishError, match='model.safetensors is damaged or was changed after it was written'):
         collect_upload(bad)
     bad = _copy(folder, tmp_path / 'incomplete')
     (bad / 'README.md').unlink()

@@ -2,7 +2,8 @@
 
 Everything that can be checked locally is checked before anything goes over the network: the folder
 has ``config.json``, ``README.md`` and safetensors weights, and nothing that could hold a pickle (only
-the file types in ``ALLOWED_SUFFIXES``; every ``.safetensors`` must really be one). Then: a token (from
+the file types in ``ALLOWED_SUFFIXES``; every ``.safetensors`` must really be one, and match the size and
+sha256 that ``config.json`` records for it). Then: a token (from
 ``hf auth login`` or ``HF_TOKEN``; never printed), a ``whoami`` call that proves the endpoint is reachable
 and the token valid, ``create_repo(exist_ok=True)``, the branch for ``--revision`` if it is not ``main``,
 and one ``upload_folder`` commit holding exactly the files that ``--dry-run`` lists.
@@ -16,6 +17,7 @@ from typing import Callable, List, Optional, Union
 
 from huggingface_hub import HfApi, constants, get_token
 
+from ..integrity import DamagedFileError, check_weights_file
 from .cache import sha256_file
 
 __all__ = ['PublishError', 'UploadFile', 'collect_upload', 'publish']
@@ -65,11 +67,9 @@ def collect_upload(folder: Union[str, Path]) -> List[UploadFile]:
             continue
         if name.endswith('.safetensors'):
             try:
-                from safetensors import safe_open
-                with safe_open(str(path), framework='pt'):
-                    pass
-            except Exception as e:
-                problems.append(f'{rel}: not a valid safetensors file ({type(e).__name__}: {e})')
+                check_weights_file(path)  # readable header, and the size / sha256 that config.json records
+            except DamagedFileError as e:
+                problems.append(str(e))
                 continue
         files.append(UploadFile(rel, path, path.stat().st_size, sha256_file(path)))
     names = {f.path_in_repo for f in files}
