@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from timm.layers import SelectAdaptivePool2d, get_norm_layer
+from timm.layers import SelectAdaptivePool2d, get_norm_layer, register_notrace_function
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover
 from .fixed_projection import HEAD_TYPES, create_classifier
 from .residual_block import AllConvResidualBlock, init_conv_
 
-__all__ = ['AllConvResNet', 'ARCH_DEFAULTS', 'load_hub_configs']
+__all__ = ['AllConvResNet', 'ARCH_DEFAULTS', 'check_input', 'load_hub_configs']
 
 # Architecture defaults of the two registered models; `timm.create_model(name, **kwargs)` overrides any.
 ARCH_DEFAULTS: Dict[str, Dict[str, Any]] = {
@@ -46,6 +46,33 @@ ARCH_DEFAULTS: Dict[str, Dict[str, Any]] = {
         stem_chs=64, stem_kernel_size=7, stem_stride=2,
     ),
 }
+
+
+@register_notrace_function  # an FX leaf: traced models (features_only with feature_cls='fx') keep the checks
+def check_input(x: torch.Tensor, in_chans: int, min_size: int) -> torch.Tensor:
+    """Clear errors for inputs the network cannot take, instead of a shape error deep inside.
+
+    A plain function that TorchScript compiles and that timm's FX tracer keeps as a leaf, so scripted and
+    traced models raise the same errors as the eager one. It returns ``x`` so that it sits on the data path
+    (dead-code elimination in FX feature extraction would drop a check whose result nothing uses).
+    """
+    if x.dim() != 4:
+        raise ValueError(f'AllConvResNet expects a 4-D NCHW batch, got shape {list(x.shape)}.')
+    if x.shape[1] != in_chans:
+        raise ValueError(
+            f'AllConvResNet was built for {in_chans} input channels but got {x.shape[1]} '
+            f'(input shape {list(x.shape)}); create it with in_chans={x.shape[1]} to change that.')
+    if x.shape[2] < min_size or x.shape[3] < min_size:
+        raise ValueError(
+            f'Input of {x.shape[2]}x{x.shape[3]} pixels is too small for this network\'s total '
+            f'downsampling of {min_size}x: height and width must be at least {min_size}.')
+    return x
+
+
+def _create_pool(pool_type: str) -> SelectAdaptivePool2d:
+    """Global pool as timm's heads make it (``timm.layers.classifier``): flattened when it pools, and a
+    pass-through that keeps the NCHW map for ``pool_type=''`` (``reset_classifier(0, '')``)."""
+    return SelectAdaptivePool2d(pool_type=pool_type, flatten=bool(pool_type))
 
 
 class AllConvResNet(nn.Module):
@@ -128,7 +155,7 @@ class AllConvResNet(nn.Module):
         self.min_input_size = reduction
         self.num_features = self.head_hidden_size = prev_chs
 
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.global_pool = _create_pool(global_pool)
         self.head_drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.fc = create_classifier(self.num_features * self.global_pool.feat_mult(), num_classes, head, head_seed)
 
@@ -152,28 +179,15 @@ class AllConvResNet(nn.Module):
                 raise ValueError(f"Unknown head {head!r}; expected one of {HEAD_TYPES}.")
             self.head_type = head
         if global_pool is not None:
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+            self.global_pool = _create_pool(global_pool)
         device = self.stem.weight.device
         self.fc = create_classifier(
             self.num_features * self.global_pool.feat_mult(), num_classes, self.head_type, self.head_seed).to(device)
         # keep timm's reconstruction args (what save_for_hf writes to config.json) in step with the new head
         update_model_args(self, num_classes=num_classes, head=self.head_type)
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        """Clear errors for inputs the network cannot take (instead of a shape error deep inside)."""
-        if x.ndim != 4:
-            raise ValueError(f'{type(self).__name__} expects a 4-D NCHW batch, got shape {tuple(x.shape)}.')
-        if x.shape[1] != self.in_chans:
-            raise ValueError(
-                f'{type(self).__name__} was built for {self.in_chans} input channels but got {x.shape[1]} '
-                f'(input shape {tuple(x.shape)}); create it with in_chans={x.shape[1]} to change that.')
-        if x.shape[2] < self.min_input_size or x.shape[3] < self.min_input_size:
-            raise ValueError(
-                f'Input of {x.shape[2]}x{x.shape[3]} pixels is too small for this network\'s total '
-                f'downsampling of {self.min_input_size}x: height and width must be at least {self.min_input_size}.')
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
+        x = check_input(x, self.in_chans, self.min_input_size)
         x = self.stem(x).to(self.stem.weight.dtype)  # the residual stream stays in the parameters' dtype under autocast
         if self.grad_checkpointing and not torch.jit.is_scripting():
             for stage in self.stages:
@@ -203,7 +217,7 @@ class AllConvResNet(nn.Module):
         if output_fmt != 'NCHW':
             raise ValueError(f'Only NCHW output is supported, got {output_fmt!r}.')
         take_indices, max_index = feature_take_indices(len(self.stages) + 1, indices)
-        self._check_input(x)
+        x = check_input(x, self.in_chans, self.min_input_size)
         intermediates = []
         x = self.stem(x).to(self.stem.weight.dtype)  # the residual stream stays in the parameters' dtype under autocast
         if 0 in take_indices:
