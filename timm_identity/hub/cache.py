@@ -20,15 +20,9 @@ from typing import Optional, Union
 
 from huggingface_hub import constants
 
+from timm_identity.models.weights_record import sha256_file
+
 __all__ = ['install_into_hf_cache', 'sha256_file']
-
-
-def sha256_file(path: Union[str, Path], chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(chunk_size), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def install_into_hf_cache(

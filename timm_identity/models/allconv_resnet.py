@@ -32,6 +32,7 @@ except ImportError:  # pragma: no cover
 
 from .fixed_projection import HEAD_TYPES, create_classifier
 from .residual_block import AllConvResidualBlock, init_conv_
+from .weights_record import HUB_CONFIGS_ENV, WeightsStatus, hub_configs_override, verify_weights_file, weights_status
 
 __all__ = ['AllConvResNet', 'ARCH_DEFAULTS', 'check_input', 'load_hub_configs']
 
@@ -249,8 +250,13 @@ class AllConvResNet(nn.Module):
 
 
 def _hub_configs_root():
-    """The installed package data ``timm_identity.hub_configs``, or ``hub_configs/`` beside the package
-    when it runs from a plain checkout on ``PYTHONPATH`` (no install, e.g. on a lent GPU machine)."""
+    """``$TIMM_IDENTITY_HUB_CONFIGS`` if set; else the installed package data ``timm_identity.hub_configs``, or
+    ``hub_configs/`` beside the package when it runs from a plain checkout on ``PYTHONPATH`` (no install)."""
+    override = hub_configs_override()
+    if override is not None:
+        if not override.is_dir():
+            raise ValueError(f'{HUB_CONFIGS_ENV}={override}: not a folder.')
+        return override
     try:
         return resources.files('timm_identity.hub_configs')
     except ModuleNotFoundError:
@@ -262,14 +268,23 @@ def _hub_config_dirs():
             if d.is_dir() and (d / 'config.json').is_file()]
 
 
+# '<architecture>.<tag>' -> (its folder, WeightsStatus); filled by load_hub_configs()
+TAG_WEIGHTS: Dict[str, Tuple[Path, WeightsStatus]] = {}
+# '<architecture>.<tag>' -> the Hub repo its weights will be published to, for tags without weights yet
+PLANNED_HF_HUB_IDS: Dict[str, str] = {}
+
+
 def load_hub_configs() -> Dict[str, Dict[str, Any]]:
     """``{'<architecture>.<tag>': pretrained_cfg}`` from ``hub_configs/<architecture>.<tag>/config.json``.
 
     Each ``config.json`` is in the form timm's ``save_for_hf`` writes (and the Hub repo holds), so the
-    pretrained cfg registered with timm is exactly the one a user downloads.
+    pretrained cfg registered with timm is exactly the one a user downloads. A tag keeps its ``hf_hub_id``
+    (which is what makes timm list it as pretrained) only when its weights exist and can be had here (see
+    :mod:`timm_identity.models.weights_record`); when they sit in the tag folder, ``file`` points at them.
     """
     cfgs = {}
     for folder in _hub_config_dirs():
+        folder = Path(str(folder))
         architecture, sep, tag = folder.name.partition('.')
         hub_cfg = json.loads((folder / 'config.json').read_text())
         if not sep or hub_cfg.get('architecture') != architecture:
@@ -282,8 +297,30 @@ def load_hub_configs() -> Dict[str, Dict[str, Any]]:
         for key in ('input_size', 'test_input_size', 'min_input_size', 'pool_size', 'mean', 'std'):
             if cfg.get(key) is not None:
                 cfg[key] = tuple(cfg[key])
+        status = weights_status(folder, cfg.get('hf_hub_id'))
+        TAG_WEIGHTS[folder.name] = (folder, status)
+        if not status.available:
+            PLANNED_HF_HUB_IDS[folder.name] = cfg.pop('hf_hub_id', None)
+        elif status.local_file is not None:
+            cfg['file'] = str(status.local_file)
         cfgs[folder.name] = cfg
     return cfgs
+
+
+def _no_weights_error(name: str) -> RuntimeError:
+    """``pretrained=True`` for a planned tag: no weights exist (here) yet."""
+    folder, status = TAG_WEIGHTS[name]
+    planned = PLANNED_HF_HUB_IDS.get(name)
+    return RuntimeError(
+        f"No pretrained weights for {name!r} yet: {status.reason}"
+        + (f" (they will be published to the Hugging Face Hub repo {planned!r})" if planned else '') + ".\n"
+        f"timm.list_pretrained('allconv*') lists the tags that have weights. What to do:\n"
+        f"  - build it untrained: timm.create_model({name!r}) (no pretrained=True);\n"
+        f"  - weights you trained yourself: `timm-identity export CHECKPOINT --arch {name} --to-hub-configs` "
+        f"(records them for this tag), or load an exported folder: timm.create_model('local-dir:DIR', "
+        f"pretrained=True), or timm.create_model({name!r}, pretrained=True, "
+        f"pretrained_cfg_overlay=dict(file='DIR/model.safetensors'))."
+    )
 
 
 def _weights_unreachable_error(variant: str, kwargs: Dict[str, Any], error: Exception) -> Optional[RuntimeError]:
@@ -304,13 +341,22 @@ def _weights_unreachable_error(variant: str, kwargs: Dict[str, Any], error: Exce
         f"  - weights you trained yourself: `timm-identity export CHECKPOINT --arch {name} --output DIR` then "
         f"`timm-identity publish DIR --repo-id {cfg.hf_hub_id}` (or add `--to-hf-cache` to the export to use "
         f"them offline on this machine);\n"
-        f"  - or load an exported folder directly: timm.create_model('local-dir:DIR'), or "
+        f"  - or load an exported folder directly: timm.create_model('local-dir:DIR', pretrained=True), or "
         f"timm.create_model({name!r}, pretrained=True, pretrained_cfg_overlay=dict(file='DIR/model.safetensors'))."
     )
 
 
 def _create_allconv_resnet(variant: str, pretrained: bool = False, **kwargs) -> AllConvResNet:
     model_args = {**ARCH_DEFAULTS[variant], **kwargs}
+    if pretrained:
+        from timm.models import resolve_pretrained_cfg
+        cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
+        name = f'{variant}.{cfg.tag}' if cfg.tag else variant
+        has_source = cfg.source in ('hf-hub', 'local-dir') or cfg.url or cfg.file or cfg.state_dict or cfg.hf_hub_id
+        if not has_source and name in TAG_WEIGHTS:
+            raise _no_weights_error(name)  # timm itself would only warn and go on with random weights
+        if name in TAG_WEIGHTS and cfg.file and cfg.file == str(TAG_WEIGHTS[name][1].local_file):
+            verify_weights_file(cfg.file, TAG_WEIGHTS[name][0])  # the recorded file, untouched
     try:
         return build_model_with_cfg(
             AllConvResNet, variant, pretrained,
