@@ -7,7 +7,8 @@ timm. Nothing of timm's is kept or committed. tests/test_models.py restates each
 them always. Two runs:
 
 1. the package as it is: every test timm parametrizes over our models and tags must pass (the pretrained
-   tests are parametrized over ``list_models(pretrained=True)``, so they run only for tags that have weights);
+   tests are parametrized over ``list_models(pretrained=True)``, so they run only for tags that have weights;
+   at timm commit aa4b5850: 17 tests, forward/backward/default_cfgs/torchscript/features/fx/fx+torchscript);
 2. with ``TIMM_IDENTITY_HUB_CONFIGS`` pointing at a copy of hub_configs/ where the cifar10 tag has exported
    weights (a random-init Table 1 net, written by ``export --to-hub-configs``): timm's
    ``test_model_load_pretrained`` / ``test_model_features_pretrained`` must pass for it.
@@ -53,7 +54,7 @@ def _run_suite(tmp_path, select, env_extra=None):
 
 def test_timm_suite_on_our_models(tmp_path):
     code, counts, out = _run_suite(tmp_path, 'allconv')
-    assert code == 0 and counts.get('passed', 0) >= 20 and not counts.get('failed'), out[-6000:]
+    assert code == 0 and counts.get('passed', 0) >= 17 and not counts.get('failed'), out[-6000:]
 
 
 def test_timm_pretrained_tests_pass_for_a_tag_with_weights(tmp_path):
