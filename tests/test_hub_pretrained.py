@@ -1,12 +1,15 @@
 """pretrained=True through the real huggingface_hub / timm code paths, offline, and the new-head path.
 
 The registry test uses the real Table 1 model (13.5M parameters, 54 MB): `pretrained=True` on a registered
-tag builds the default architecture, so a tiny stand-in would not load. It costs 10-15 s on 2 shared CPU
-cores (one export, five model builds and a few forward passes on 2 images). A subprocess is needed because huggingface_hub reads
-HF_HUB_OFFLINE / HF_HUB_CACHE when it is imported.
+tag builds the default architecture, so a tiny stand-in would not load. It exports once into a copy of
+hub_configs/ (`--to-hub-configs` writes the weights record) and into a temporary HF cache, then checks in
+child processes (the registry is built at import; huggingface_hub reads HF_HUB_OFFLINE / HF_HUB_CACHE when
+imported) that the tag is listed as pretrained exactly while its weights can be had, that it loads the
+recorded file, then the HF-cache copy, and that a damaged file is refused. About 30-40 s on 2 shared cores.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,7 +19,7 @@ import torch
 import timm
 from safetensors.torch import save_file
 
-from timm_identity.hub.export import export_checkpoint
+from timm_identity.hub.export import export_checkpoint, hub_configs_dir
 from timm_identity.models.fixed_projection import FixedRandomProjection
 
 from hub_testutil import TINY, tiny_checkpoint, write_model_card
@@ -27,29 +30,48 @@ CHILD = textwrap.dedent('''
     torch.set_num_threads(1)
     ref = torch.load(sys.argv[1], weights_only=True)
     x, y = ref['x'], ref['y']
-    out = {}
-    def same(name, **kw):
-        m = timm.create_model(name, pretrained=True, **kw).eval()
-        with torch.no_grad():
-            return m, torch.equal(m(x), y)
-    m, out['tag'] = same('allconv_resnet_cifar.cifar10')
-    out['hf_hub_id'] = m.pretrained_cfg['hf_hub_id']
-    _, out['hf_hub_prefix'] = same('hf-hub:timm-identity/allconv_resnet_cifar.cifar10')
-    _, out['local_dir'] = same('local-dir:' + sys.argv[2])
+    out = {'pretrained': timm.list_pretrained('allconv*'), 'planned_error': None, 'error': None}
+    try:
+        m = timm.create_model('allconv_resnet_cifar.cifar10', pretrained=True).eval()
+    except Exception as e:
+        out['error'] = f'{type(e).__name__}: {e}'
+        print(json.dumps(out)); sys.exit(0)
+    with torch.no_grad():
+        out['tag'] = torch.equal(m(x), y)
+        out['file'] = m.pretrained_cfg.get('file')
+        out['hf_hub_id'] = m.pretrained_cfg['hf_hub_id']
+        h = timm.create_model('hf-hub:timm-identity/allconv_resnet_cifar.cifar10', pretrained=True).eval()
+        out['hf_hub_prefix'] = torch.equal(h(x), y)
+        d = timm.create_model('local-dir:' + sys.argv[2], pretrained=True).eval()
+        out['local_dir'] = torch.equal(d(x), y)
+    # what timm's own tests/test_models.py does with every pretrained tag
+    timm.create_model('allconv_resnet_cifar.cifar10', pretrained=True, in_chans=1, num_classes=5)
+    timm.create_model('allconv_resnet_cifar.cifar10', pretrained=True, in_chans=1, num_classes=0)
+    feats = timm.create_model('allconv_resnet_cifar.cifar10', pretrained=True, features_only=True)
+    out['features'] = [f.shape[1] for f in feats(x)]
     # fine-tuning: a new head for 5 classes, same backbone
     m5 = timm.create_model('allconv_resnet_cifar.cifar10', pretrained=True, num_classes=5)
     sd, sd5 = m.state_dict(), m5.state_dict()
     out['backbone_same'] = all(torch.equal(sd[k], sd5[k]) for k in sd if not k.startswith('fc.'))
     out['new_head'] = isinstance(m5.fc, FixedRandomProjection) and tuple(m5.fc.weight.shape) == (5, 256)
     try:
-        timm.create_model('allconv_resnet_cifar.cifar100', pretrained=True)  # not in the cache
+        timm.create_model('allconv_resnet_cifar.cifar100', pretrained=True)  # a planned tag
     except RuntimeError as e:
-        out['error'] = str(e)
+        out['planned_error'] = str(e)
     print(json.dumps(out))
 ''')
 
 
-def test_pretrained_true_offline_from_hf_cache_real_model(tmp_path, monkeypatch):
+def _child(tmp_path, hub_configs, cache, folder):
+    env = dict(os.environ, HF_HUB_OFFLINE='1', HF_HUB_CACHE=str(cache), HF_HOME=str(tmp_path / 'hf_home'),
+               HF_ENDPOINT='http://127.0.0.1:9', TIMM_IDENTITY_HUB_CONFIGS=str(hub_configs))
+    proc = subprocess.run([sys.executable, '-c', CHILD, str(tmp_path / 'ref.pt'), str(folder)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_pretrained_true_through_the_weights_record_real_model(tmp_path, monkeypatch):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the child too: same kernels, bit-identical logits
     try:
@@ -57,10 +79,14 @@ def test_pretrained_true_offline_from_hf_cache_real_model(tmp_path, monkeypatch)
         model = timm.create_model('allconv_resnet_cifar').eval()  # Table 1, random init stands in for training
         ckpt = tmp_path / 'model.safetensors'
         save_file(model.state_dict(), str(ckpt))
-        cache = tmp_path / 'hf_cache'
-        folder = export_checkpoint(ckpt, arch='allconv_resnet_cifar.cifar10', to_hub_configs=tmp_path / 'hub_configs',
+        hub_configs, cache = tmp_path / 'hub_configs', tmp_path / 'hf_cache'
+        shutil.copytree(hub_configs_dir(), hub_configs, ignore=shutil.ignore_patterns('*.safetensors', 'weights.json'))
+        folder = export_checkpoint(ckpt, arch='allconv_resnet_cifar.cifar10', to_hub_configs=hub_configs,
                                    to_hf_cache=True, hf_cache_dir=cache, model_card=write_model_card(tmp_path))
-        assert folder == tmp_path / 'hub_configs' / 'allconv_resnet_cifar.cifar10'
+        assert folder == hub_configs / 'allconv_resnet_cifar.cifar10'
+        exported = shutil.copytree(folder, tmp_path / 'exported')  # for local-dir:, untouched below
+        record = json.loads((folder / 'weights.json').read_text())
+        assert record['size'] == (folder / 'model.safetensors').stat().st_size and record['published'] is None
         x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             torch.save(dict(x=x, y=model(x)), tmp_path / 'ref.pt')
@@ -71,29 +97,37 @@ def test_pretrained_true_offline_from_hf_cache_real_model(tmp_path, monkeypatch)
     from timm_identity.models import allconv_resnet
     monkeypatch.setattr(allconv_resnet, '_hub_config_dirs', lambda: [folder])
     cfgs = allconv_resnet.load_hub_configs()
-    timm.models.generate_default_cfgs({k: allconv_resnet._cfg(**v) for k, v in cfgs.items()})
     new, registered = cfgs['allconv_resnet_cifar.cifar10'], model.pretrained_cfg
-    for key in ('hf_hub_id', 'num_classes', 'label_names', 'input_size', 'mean', 'std', 'classifier', 'tag'):
+    assert new['hf_hub_id'] == 'timm-identity/allconv_resnet_cifar.cifar10' and new['file'] == str(folder / 'model.safetensors')
+    for key in ('num_classes', 'label_names', 'input_size', 'mean', 'std', 'classifier', 'tag'):
         norm = lambda v: tuple(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
         assert norm(new[key]) == norm(registered[key]), key
 
-    repo = cache / 'models--timm-identity--allconv_resnet_cifar.cifar10'
-    commit = (repo / 'refs' / 'main').read_text()
-    assert sorted(p.name for p in (repo / 'snapshots' / commit).iterdir()) == [
-        'README.md', 'config.json', 'model.safetensors']
-
-    env = dict(os.environ, HF_HUB_OFFLINE='1', HF_HUB_CACHE=str(cache), HF_HOME=str(tmp_path / 'hf_home'),
-               HF_ENDPOINT='http://127.0.0.1:9')
-    proc = subprocess.run([sys.executable, '-c', CHILD, str(tmp_path / 'ref.pt'), str(folder)], env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    # 1. weights in the tag folder: listed, loaded from the recorded file
+    out = _child(tmp_path, hub_configs, cache, exported)
+    assert out['pretrained'] == ['allconv_resnet_cifar.cifar10'], out  # cifar100 / in1k stay planned
+    assert out['file'] == str(folder / 'model.safetensors') and out['hf_hub_id'] == 'timm-identity/allconv_resnet_cifar.cifar10'
     assert out['tag'] and out['hf_hub_prefix'] and out['local_dir']
-    assert out['hf_hub_id'] == 'timm-identity/allconv_resnet_cifar.cifar10'
-    assert out['backbone_same'] and out['new_head']
-    error = out['error']
-    assert "'timm-identity/allconv_resnet_cifar.cifar100'" in error
-    assert 'timm-identity publish' in error and 'local-dir:' in error and 'pretrained_cfg_overlay' in error
+    assert out['features'] == [16, 64, 128, 256] and out['backbone_same'] and out['new_head']
+    assert "No pretrained weights for 'allconv_resnet_cifar.cifar100' yet" in out['planned_error']
+    assert "'timm-identity/allconv_resnet_cifar.cifar100'" in out['planned_error']
+
+    # 2. a damaged file in the tag folder (same size, other bytes) is refused, naming it
+    data = bytearray((folder / 'model.safetensors').read_bytes())
+    data[-64:] = bytes(255 - b for b in data[-64:])
+    (folder / 'model.safetensors').write_bytes(bytes(data))
+    out = _child(tmp_path, hub_configs, cache, exported)
+    assert out['error'].startswith('WeightsError') and str(folder / 'model.safetensors') in out['error']
+
+    # 3. no file in the folder, but in the HF cache: still listed, loaded through huggingface_hub
+    (folder / 'model.safetensors').unlink()
+    out = _child(tmp_path, hub_configs, cache, exported)
+    assert out['pretrained'] == ['allconv_resnet_cifar.cifar10'] and out['file'] is None and out['tag']
+
+    # 4. nowhere (not published, not in the folder, not cached): planned again, with our error
+    out = _child(tmp_path, hub_configs, tmp_path / 'empty_cache', exported)
+    assert out['pretrained'] == [] and "No pretrained weights for 'allconv_resnet_cifar.cifar10' yet" in out['error']
+    assert 'not published' in out['error']
 
 
 @pytest.fixture(scope='module')

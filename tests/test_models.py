@@ -10,7 +10,9 @@ import timm
 import timm.optim
 import timm_identity  # noqa: F401  (registers the models)
 from timm_identity.cli import main as cli_main
+from timm_identity.hub.export import hub_configs_dir
 from timm_identity.models import AllConvResNet
+from timm_identity.models.allconv_resnet import PLANNED_HF_HUB_IDS
 from timm_identity.models.fixed_projection import FixedRandomProjection
 from timm_identity.models.residual_block import AllConvResidualBlock, AvgPoolPadShortcut
 from timm_identity.report import block_residual_ratios, summarize
@@ -39,8 +41,27 @@ def _conv_counts(model):
 
 def test_registry_lists_models_and_tags():
     assert timm.list_models('allconv*') == ['allconv_resnet_cifar', 'allconv_resnet_imagenet']
-    assert set(timm.list_models('allconv*', pretrained=True)) == {
-        'allconv_resnet_cifar.cifar10', 'allconv_resnet_cifar.cifar100', 'allconv_resnet_imagenet.in1k'}
+    folders = sorted(p.name for p in hub_configs_dir().iterdir() if (p / 'config.json').is_file())
+    assert timm.list_models('allconv*', include_tags=True) == folders == [
+        'allconv_resnet_cifar.cifar10', 'allconv_resnet_cifar.cifar100', 'allconv_resnet_imagenet.in1k']
+
+
+def test_pretrained_list_says_only_what_has_weights():
+    """A tag is pretrained only with a weights record (tests/test_hub_pretrained.py covers the tags that have
+    one); a planned tag (no record, e.g. in1k: ImageNet cannot be trained here) is not listed, has no
+    hf_hub_id, and pretrained=True on it is our clear error instead of timm's silent random weights."""
+    pretrained = set(timm.list_pretrained('allconv*'))
+    for folder in hub_configs_dir().iterdir():
+        if (folder / 'config.json').is_file() and not (folder / 'weights.json').is_file():
+            assert folder.name not in pretrained
+            assert 'hf_hub_id' not in timm.models.get_pretrained_cfg(folder.name).to_dict()
+    assert 'allconv_resnet_imagenet.in1k' not in pretrained
+    with pytest.raises(RuntimeError, match=r"No pretrained weights for 'allconv_resnet_imagenet.in1k' yet: no weights "
+                                           r"have been trained .*'timm-identity/allconv_resnet_imagenet.in1k'"):
+        timm.create_model('allconv_resnet_imagenet.in1k', pretrained=True)
+    if 'allconv_resnet_cifar.cifar10' not in pretrained:  # the default tag of the bare name
+        with pytest.raises(RuntimeError, match="No pretrained weights for 'allconv_resnet_cifar.cifar10'"):
+            timm.create_model('allconv_resnet_cifar', pretrained=True)
 
 
 @pytest.mark.parametrize('name, num_classes, hub_id, mean0', [
@@ -52,7 +73,9 @@ def test_create_by_name_and_tag(name, num_classes, hub_id, mean0):
     model = timm.create_model(name, **TINY)
     cfg = model.pretrained_cfg
     assert model.num_classes == num_classes and model(torch.randn(1, 3, 32, 32)).shape == (1, num_classes)
-    assert cfg['hf_hub_id'] == hub_id and cfg['input_size'] == (3, 32, 32) and cfg['crop_pct'] == 1.0
+    tag = f"allconv_resnet_cifar.{cfg['tag']}"
+    assert (cfg.get('hf_hub_id') or PLANNED_HF_HUB_IDS[tag]) == hub_id  # published or planned repo
+    assert cfg['input_size'] == (3, 32, 32) and cfg['crop_pct'] == 1.0
     assert cfg['mean'][0] == mean0 and len(cfg['label_names']) == num_classes
     assert timm.data.resolve_data_config({}, model=model)['input_size'] == (3, 32, 32)
 
@@ -363,3 +386,65 @@ def test_autocast_keeps_the_residual_stream_fp32(shortcut):
     with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
         final, feats = model.forward_intermediates(torch.randn(2, 3, 32, 32))
     assert all(f.dtype == torch.float32 for f in feats) and final.dtype == torch.float32
+
+
+# --- the timm model-test contract (timm's tests/test_models.py; CI has no timm checkout, so the contract is
+# restated here; tests/test_timm_model_suite.py runs timm's real suite when TIMM_SRC is given) ----------------
+
+@pytest.mark.parametrize('name, size, pool', [('allconv_resnet_cifar', 32, (8, 8)), ('allconv_resnet_imagenet', 64, (2, 2))])
+def test_no_pool_no_classifier_gives_the_unpooled_map(name, size, pool):
+    kw = TINY if name == 'allconv_resnet_cifar' else dict(depths=(1,) * 5, widths=(8,) * 5, stem_chs=8)
+    model = timm.create_model(name, **kw).eval()
+    x = torch.randn(2, 3, size, size)
+    pre = model.forward_head(model.forward_features(x), pre_logits=True)
+    model.reset_classifier(0)
+    assert model(x).shape == pre.shape == (2, model.num_features)   # pooled, flat
+    model.reset_classifier(0, '')
+    assert model(x).shape == (2, model.num_features, *pool)         # the NCHW map, pool_size spatial
+    direct = timm.create_model(name, num_classes=0, global_pool='', **kw).eval()
+    assert direct(x).shape == (2, direct.num_features, *pool)
+    assert timm.create_model(name).pretrained_cfg['pool_size'] == (8, 8) if name.endswith('cifar') else True
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+def test_torchscript_gives_the_same_outputs_and_errors():
+    torch.manual_seed(0)
+    model = timm.create_model('allconv_resnet_cifar', **TINY).eval()
+    scripted = torch.jit.script(model)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), model(x), atol=1e-6)
+    with pytest.raises(Exception, match='built for 3 input channels but got 1'):
+        scripted(torch.randn(1, 1, 32, 32))
+
+
+def _timm_fx_model(model, train=False):
+    """What timm's FX path does (``features_only=True, feature_cls='fx'``, timm's FX tests): torchvision's
+    feature extractor with timm's leaf modules and notrace (autowrap) functions."""
+    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+    from timm.models import get_notrace_functions, get_notrace_modules
+    tracer_kwargs = dict(leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions())
+    train_nodes, eval_nodes = get_graph_node_names(model, tracer_kwargs=tracer_kwargs)
+    return create_feature_extractor(model, train_return_nodes=[train_nodes[-1]], eval_return_nodes=[eval_nodes[-1]],
+                                    tracer_kwargs=tracer_kwargs).train(train)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+def test_fx_trace_forward_backward_script_and_input_checks():
+    torch.manual_seed(0)
+    model = timm.create_model('allconv_resnet_cifar', head='linear', num_classes=6, **TINY).eval()
+    x = torch.randn(2, 3, 32, 32)
+    fx = _timm_fx_model(model)
+    with torch.no_grad():
+        (out,) = fx(x).values()
+        assert torch.equal(out, model(x))
+        (scripted_out,) = torch.jit.script(fx)(x).values()
+        assert torch.allclose(scripted_out, out, atol=1e-6)
+    with pytest.raises(ValueError, match='built for 3 input channels but got 1'):
+        fx(torch.randn(1, 1, 32, 32))  # the check survives tracing (an FX leaf)
+    fx_train = _timm_fx_model(model.train(), train=True)
+    (out,) = fx_train(x).values()
+    out.mean().backward()
+    assert all(p.grad is not None for p in fx_train.parameters())
+    feats = timm.create_model('allconv_resnet_cifar', features_only=True, feature_cls='fx', **TINY)
+    assert [f.shape[1] for f in feats(x)] == [8, 8, 16, 32]

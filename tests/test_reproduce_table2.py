@@ -57,3 +57,20 @@ def test_gpu_phase_without_data_says_what_to_carry(tool, tmp_path, monkeypatch):
 def test_collect_rejects_a_folder_that_is_not_a_gpu_run(tool, tmp_path):
     with pytest.raises(SystemExit, match='lacks .*summary.json'):
         tool.main(['collect', str(tmp_path), '--data-dir', str(tmp_path)])
+
+
+def test_data_parts_round_trip(tool, tmp_path, monkeypatch):
+    """stage's tar parts (each under the device's per-call limit) unpack to the same files on the device."""
+    src = tmp_path / 'shared'
+    (src / 'cifar10' / 'zips').mkdir(parents=True)
+    (src / 'restore_cifar.py').write_text('print("restore")\n')
+    payload = bytes(range(256)) * 40
+    (src / 'cifar10' / 'zips' / 'train-0.zip').write_bytes(payload)
+    monkeypatch.setattr(tool, 'PART_BYTES', 4096)
+    monkeypatch.setattr(tool, 'REPO', tmp_path / 'repo')
+    (tmp_path / 'repo' / '.data').mkdir(parents=True)
+    parts = tool._pack_data_parts(src, 'cifar10', tmp_path / 'repo' / '.data')
+    assert len(parts) >= 3 and all(p.stat().st_size <= 4096 for p in parts)
+    tool._unpack_data_parts('cifar10')
+    assert (tmp_path / 'repo' / '.data' / 'cifar10' / 'zips' / 'train-0.zip').read_bytes() == payload
+    assert (tmp_path / 'repo' / '.data' / 'restore_cifar.py').is_file()

@@ -55,23 +55,14 @@ PART_BYTES = 56 * 2 ** 20  # a dataset's tar parts: two carry calls of <= 64 MiB
 def stage(args: argparse.Namespace) -> int:
     """Tar each dataset's CIFAR parts (+ restore_cifar.py) into <= 56 MiB pieces in .data/ and the timm
     wheel the GPU machine lacks into .whl/ (both git-ignored); print the device-call plan."""
-    import tarfile
     src = Path(args.shared_data)
     if not (src / 'restore_cifar.py').is_file():
         raise SystemExit(f'error: {src} has no restore_cifar.py; pass --shared-data <path of shared/data>')
     data = REPO / '.data'
     data.mkdir(exist_ok=True)
     for dataset in args.datasets:
-        if sorted(data.glob(f'{dataset}.tar.*')):
-            continue
-        tmp = data / f'.{dataset}.tar.tmp'
-        with tarfile.open(tmp, 'w') as tar:  # the zips are compressed already
-            tar.add(src / 'restore_cifar.py', arcname='restore_cifar.py')
-            tar.add(src / dataset, arcname=dataset)
-        with open(tmp, 'rb') as f:
-            for i, chunk in enumerate(iter(lambda: f.read(PART_BYTES), b'')):
-                (data / f'{dataset}.tar.{i:02d}').write_bytes(chunk)
-        tmp.unlink()
+        if not sorted(data.glob(f'{dataset}.tar.*')):
+            _pack_data_parts(src, dataset, data)
     wheels = REPO / '.whl'
     wheels.mkdir(exist_ok=True)
     import timm
@@ -98,6 +89,22 @@ def stage(args: argparse.Namespace) -> int:
           'has packed, a call `cp /tmp/packed/<dataset>/* $OUT/` brings it back (at most 8 files a call).')
     print('Finally, here: python tools/reproduce_table2.py collect <files_at> --data-dir <official archives> --export')
     return 0
+
+
+def _pack_data_parts(src: Path, dataset: str, data: Path) -> List[Path]:
+    """``src/restore_cifar.py`` + ``src/<dataset>/`` -> ``data/<dataset>.tar.NN`` of at most PART_BYTES each."""
+    import tarfile
+    tmp = data / f'.{dataset}.tar.tmp'
+    with tarfile.open(tmp, 'w') as tar:  # the zips are compressed already
+        tar.add(src / 'restore_cifar.py', arcname='restore_cifar.py')
+        tar.add(src / dataset, arcname=dataset)
+    parts = []
+    with open(tmp, 'rb') as f:
+        for i, chunk in enumerate(iter(lambda: f.read(PART_BYTES), b'')):
+            parts.append(data / f'{dataset}.tar.{i:02d}')
+            parts[-1].write_bytes(chunk)
+    tmp.unlink()
+    return parts
 
 
 def _unpack_data_parts(dataset: str) -> None:

@@ -31,9 +31,11 @@ import torch
 import timm
 from timm.models import load_state_dict, save_for_hf, split_model_name_tag
 
+from timm_identity.models.weights_record import write_record
+
 from ..atomic_io import set_new_file_mode
-from ..train.checkpoint import STATE_FILE, state_dict_mismatch
 from ..integrity import DamagedFileError, check_weights_file, first_line, record_files, torch_load_checked
+from ..train.checkpoint import STATE_FILE, state_dict_mismatch
 from .model_card import (
     DATASETS, Metric, ModelInfo, TrainingRecord, dataset_info, read_summary, render_model_card, train_cifar_record,
 )
@@ -53,8 +55,9 @@ class ExportError(RuntimeError):
 
 def hub_configs_dir() -> Path:
     """The ``hub_configs/`` folder the package reads its pretrained tags from (a source checkout's, with an
-    editable install)."""
-    return Path(str(resources.files('timm_identity.hub_configs')))
+    editable install, or ``$TIMM_IDENTITY_HUB_CONFIGS``)."""
+    from timm_identity.models.allconv_resnet import _hub_configs_root
+    return Path(str(_hub_configs_root()))
 
 
 def default_model_card_path() -> Path:
@@ -63,7 +66,9 @@ def default_model_card_path() -> Path:
 
 
 def _registered_tags(architecture: str) -> List[str]:
-    return [n.split('.', 1)[1] for n in timm.list_pretrained(f'{architecture}.*')]
+    """Every tag registered for ``architecture``, with weights or planned (``timm.list_pretrained`` lists only
+    the former)."""
+    return [n.split('.', 1)[1] for n in timm.list_models(f'{architecture}.*', include_tags=True)]
 
 
 def resolve_source(path: Union[str, Path]) -> Tuple[Path, Optional[Path]]:
@@ -488,6 +493,9 @@ def export_checkpoint(
                           f'model arguments it was trained with (--model-kwargs key=value ...).')
     model.load_state_dict(state_dict, strict=True)
     folder = export_model(model, output, tag=tag, metrics=metrics, details=details, training=training, **kwargs)
+    if to_hub_configs:  # the record that makes the tag pretrained (timm_identity.models.weights_record)
+        repo_id = json.loads((folder / 'config.json').read_text())['pretrained_cfg']['hf_hub_id']
+        write_record(folder, repo_id, source=str(checkpoint))
     if to_hf_cache:
         from .cache import install_into_hf_cache
         repo_id = json.loads((folder / 'config.json').read_text())['pretrained_cfg']['hf_hub_id']

@@ -19,6 +19,7 @@ from huggingface_hub import HfApi, constants, get_token
 
 from ..integrity import DamagedFileError, check_weights_file
 from .cache import sha256_file
+from timm_identity.models.weights_record import RECORD_FILE, mark_published
 
 __all__ = ['PublishError', 'UploadFile', 'collect_upload', 'publish']
 
@@ -49,7 +50,7 @@ def collect_upload(folder: Union[str, Path]) -> List[UploadFile]:
     problems: List[str] = []
     for path in sorted(folder.rglob('*')):
         rel = path.relative_to(folder).as_posix()
-        if path.is_dir():
+        if path.is_dir() or rel == RECORD_FILE:  # the package's own weights record stays here
             continue
         if any(part.startswith('.') for part in path.relative_to(folder).parts):
             problems.append(f'{rel}: hidden file (remove it; upload_folder would treat it differently)')
@@ -169,4 +170,6 @@ def publish(
                            f'have been created).') from None
     url = getattr(commit, 'commit_url', None) or str(commit)
     echo(f'Done: {url}')
+    if mark_published(folder, repo_id, branch, url):
+        echo(f'Recorded in {Path(folder) / RECORD_FILE}: the tag\'s weights are published.')
     return url

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from timm.layers import SelectAdaptivePool2d, get_norm_layer
+from timm.layers import SelectAdaptivePool2d, get_norm_layer, register_notrace_function
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
@@ -32,8 +32,9 @@ except ImportError:  # pragma: no cover
 
 from .fixed_projection import HEAD_TYPES, create_classifier
 from .residual_block import AllConvResidualBlock, init_conv_
+from .weights_record import HUB_CONFIGS_ENV, WeightsStatus, hub_configs_override, verify_weights_file, weights_status
 
-__all__ = ['AllConvResNet', 'ARCH_DEFAULTS', 'load_hub_configs']
+__all__ = ['AllConvResNet', 'ARCH_DEFAULTS', 'check_input', 'load_hub_configs']
 
 # Architecture defaults of the two registered models; `timm.create_model(name, **kwargs)` overrides any.
 ARCH_DEFAULTS: Dict[str, Dict[str, Any]] = {
@@ -46,6 +47,33 @@ ARCH_DEFAULTS: Dict[str, Dict[str, Any]] = {
         stem_chs=64, stem_kernel_size=7, stem_stride=2,
     ),
 }
+
+
+@register_notrace_function  # an FX leaf: traced models (features_only with feature_cls='fx') keep the checks
+def check_input(x: torch.Tensor, in_chans: int, min_size: int) -> torch.Tensor:
+    """Clear errors for inputs the network cannot take, instead of a shape error deep inside.
+
+    A plain function that TorchScript compiles and that timm's FX tracer keeps as a leaf, so scripted and
+    traced models raise the same errors as the eager one. It returns ``x`` so that it sits on the data path
+    (dead-code elimination in FX feature extraction would drop a check whose result nothing uses).
+    """
+    if x.dim() != 4:
+        raise ValueError(f'AllConvResNet expects a 4-D NCHW batch, got shape {list(x.shape)}.')
+    if x.shape[1] != in_chans:
+        raise ValueError(
+            f'AllConvResNet was built for {in_chans} input channels but got {x.shape[1]} '
+            f'(input shape {list(x.shape)}); create it with in_chans={x.shape[1]} to change that.')
+    if x.shape[2] < min_size or x.shape[3] < min_size:
+        raise ValueError(
+            f'Input of {x.shape[2]}x{x.shape[3]} pixels is too small for this network\'s total '
+            f'downsampling of {min_size}x: height and width must be at least {min_size}.')
+    return x
+
+
+def _create_pool(pool_type: str) -> SelectAdaptivePool2d:
+    """Global pool as timm's heads make it (``timm.layers.classifier``): flattened when it pools, and a
+    pass-through that keeps the NCHW map for ``pool_type=''`` (``reset_classifier(0, '')``)."""
+    return SelectAdaptivePool2d(pool_type=pool_type, flatten=bool(pool_type))
 
 
 class AllConvResNet(nn.Module):
@@ -128,7 +156,7 @@ class AllConvResNet(nn.Module):
         self.min_input_size = reduction
         self.num_features = self.head_hidden_size = prev_chs
 
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.global_pool = _create_pool(global_pool)
         self.head_drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.fc = create_classifier(self.num_features * self.global_pool.feat_mult(), num_classes, head, head_seed)
 
@@ -152,28 +180,15 @@ class AllConvResNet(nn.Module):
                 raise ValueError(f"Unknown head {head!r}; expected one of {HEAD_TYPES}.")
             self.head_type = head
         if global_pool is not None:
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+            self.global_pool = _create_pool(global_pool)
         device = self.stem.weight.device
         self.fc = create_classifier(
             self.num_features * self.global_pool.feat_mult(), num_classes, self.head_type, self.head_seed).to(device)
         # keep timm's reconstruction args (what save_for_hf writes to config.json) in step with the new head
         update_model_args(self, num_classes=num_classes, head=self.head_type)
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        """Clear errors for inputs the network cannot take (instead of a shape error deep inside)."""
-        if x.ndim != 4:
-            raise ValueError(f'{type(self).__name__} expects a 4-D NCHW batch, got shape {tuple(x.shape)}.')
-        if x.shape[1] != self.in_chans:
-            raise ValueError(
-                f'{type(self).__name__} was built for {self.in_chans} input channels but got {x.shape[1]} '
-                f'(input shape {tuple(x.shape)}); create it with in_chans={x.shape[1]} to change that.')
-        if x.shape[2] < self.min_input_size or x.shape[3] < self.min_input_size:
-            raise ValueError(
-                f'Input of {x.shape[2]}x{x.shape[3]} pixels is too small for this network\'s total '
-                f'downsampling of {self.min_input_size}x: height and width must be at least {self.min_input_size}.')
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
+        x = check_input(x, self.in_chans, self.min_input_size)
         x = self.stem(x).to(self.stem.weight.dtype)  # the residual stream stays in the parameters' dtype under autocast
         if self.grad_checkpointing and not torch.jit.is_scripting():
             for stage in self.stages:
@@ -203,7 +218,7 @@ class AllConvResNet(nn.Module):
         if output_fmt != 'NCHW':
             raise ValueError(f'Only NCHW output is supported, got {output_fmt!r}.')
         take_indices, max_index = feature_take_indices(len(self.stages) + 1, indices)
-        self._check_input(x)
+        x = check_input(x, self.in_chans, self.min_input_size)
         intermediates = []
         x = self.stem(x).to(self.stem.weight.dtype)  # the residual stream stays in the parameters' dtype under autocast
         if 0 in take_indices:
@@ -235,8 +250,13 @@ class AllConvResNet(nn.Module):
 
 
 def _hub_configs_root():
-    """The installed package data ``timm_identity.hub_configs``, or ``hub_configs/`` beside the package
-    when it runs from a plain checkout on ``PYTHONPATH`` (no install, e.g. on a lent GPU machine)."""
+    """``$TIMM_IDENTITY_HUB_CONFIGS`` if set; else the installed package data ``timm_identity.hub_configs``, or
+    ``hub_configs/`` beside the package when it runs from a plain checkout on ``PYTHONPATH`` (no install)."""
+    override = hub_configs_override()
+    if override is not None:
+        if not override.is_dir():
+            raise ValueError(f'{HUB_CONFIGS_ENV}={override}: not a folder.')
+        return override
     try:
         return resources.files('timm_identity.hub_configs')
     except ModuleNotFoundError:
@@ -248,14 +268,23 @@ def _hub_config_dirs():
             if d.is_dir() and (d / 'config.json').is_file()]
 
 
+# '<architecture>.<tag>' -> (its folder, WeightsStatus); filled by load_hub_configs()
+TAG_WEIGHTS: Dict[str, Tuple[Path, WeightsStatus]] = {}
+# '<architecture>.<tag>' -> the Hub repo its weights will be published to, for tags without weights yet
+PLANNED_HF_HUB_IDS: Dict[str, str] = {}
+
+
 def load_hub_configs() -> Dict[str, Dict[str, Any]]:
     """``{'<architecture>.<tag>': pretrained_cfg}`` from ``hub_configs/<architecture>.<tag>/config.json``.
 
     Each ``config.json`` is in the form timm's ``save_for_hf`` writes (and the Hub repo holds), so the
-    pretrained cfg registered with timm is exactly the one a user downloads.
+    pretrained cfg registered with timm is exactly the one a user downloads. A tag keeps its ``hf_hub_id``
+    (which is what makes timm list it as pretrained) only when its weights exist and can be had here (see
+    :mod:`timm_identity.models.weights_record`); when they sit in the tag folder, ``file`` points at them.
     """
     cfgs = {}
     for folder in _hub_config_dirs():
+        folder = Path(str(folder))
         architecture, sep, tag = folder.name.partition('.')
         hub_cfg = json.loads((folder / 'config.json').read_text())
         if not sep or hub_cfg.get('architecture') != architecture:
@@ -268,8 +297,30 @@ def load_hub_configs() -> Dict[str, Dict[str, Any]]:
         for key in ('input_size', 'test_input_size', 'min_input_size', 'pool_size', 'mean', 'std'):
             if cfg.get(key) is not None:
                 cfg[key] = tuple(cfg[key])
+        status = weights_status(folder, cfg.get('hf_hub_id'))
+        TAG_WEIGHTS[folder.name] = (folder, status)
+        if not status.available:
+            PLANNED_HF_HUB_IDS[folder.name] = cfg.pop('hf_hub_id', None)
+        elif status.local_file is not None:
+            cfg['file'] = str(status.local_file)
         cfgs[folder.name] = cfg
     return cfgs
+
+
+def _no_weights_error(name: str) -> RuntimeError:
+    """``pretrained=True`` for a planned tag: no weights exist (here) yet."""
+    folder, status = TAG_WEIGHTS[name]
+    planned = PLANNED_HF_HUB_IDS.get(name)
+    return RuntimeError(
+        f"No pretrained weights for {name!r} yet: {status.reason}"
+        + (f" (they will be published to the Hugging Face Hub repo {planned!r})" if planned else '') + ".\n"
+        f"timm.list_pretrained('allconv*') lists the tags that have weights. What to do:\n"
+        f"  - build it untrained: timm.create_model({name!r}) (no pretrained=True);\n"
+        f"  - weights you trained yourself: `timm-identity export CHECKPOINT --arch {name} --to-hub-configs` "
+        f"(records them for this tag), or load an exported folder: timm.create_model('local-dir:DIR', "
+        f"pretrained=True), or timm.create_model({name!r}, pretrained=True, "
+        f"pretrained_cfg_overlay=dict(file='DIR/model.safetensors'))."
+    )
 
 
 def _weights_unreachable_error(variant: str, kwargs: Dict[str, Any], error: Exception) -> Optional[RuntimeError]:
@@ -290,13 +341,22 @@ def _weights_unreachable_error(variant: str, kwargs: Dict[str, Any], error: Exce
         f"  - weights you trained yourself: `timm-identity export CHECKPOINT --arch {name} --output DIR` then "
         f"`timm-identity publish DIR --repo-id {cfg.hf_hub_id}` (or add `--to-hf-cache` to the export to use "
         f"them offline on this machine);\n"
-        f"  - or load an exported folder directly: timm.create_model('local-dir:DIR'), or "
+        f"  - or load an exported folder directly: timm.create_model('local-dir:DIR', pretrained=True), or "
         f"timm.create_model({name!r}, pretrained=True, pretrained_cfg_overlay=dict(file='DIR/model.safetensors'))."
     )
 
 
 def _create_allconv_resnet(variant: str, pretrained: bool = False, **kwargs) -> AllConvResNet:
     model_args = {**ARCH_DEFAULTS[variant], **kwargs}
+    if pretrained:
+        from timm.models import resolve_pretrained_cfg
+        cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
+        name = f'{variant}.{cfg.tag}' if cfg.tag else variant
+        has_source = cfg.source in ('hf-hub', 'local-dir') or cfg.url or cfg.file or cfg.state_dict or cfg.hf_hub_id
+        if not has_source and name in TAG_WEIGHTS:
+            raise _no_weights_error(name)  # timm itself would only warn and go on with random weights
+        if name in TAG_WEIGHTS and cfg.file and cfg.file == str(TAG_WEIGHTS[name][1].local_file):
+            verify_weights_file(cfg.file, TAG_WEIGHTS[name][0])  # the recorded file, untouched
     try:
         return build_model_with_cfg(
             AllConvResNet, variant, pretrained,

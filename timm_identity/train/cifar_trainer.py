@@ -132,6 +132,10 @@ def _check_config(cfg: Dict[str, Any]) -> None:
         raise ValueError(f"sched must be 'multistep', 'cosine' or 'constant', got {cfg['sched']!r}")
     if cfg['amp'] not in ('none', 'bf16'):
         raise ValueError(f"amp must be 'none' or 'bf16', got {cfg['amp']!r}")
+    if str(cfg['model']).startswith(('local-dir:', 'hf-hub:')):
+        raise ValueError(f"--model {cfg['model']}: train-cifar trains from a fresh init and would not load those "
+                         f"weights (timm builds only the architecture from such a name without pretrained=True). "
+                         f"Fine-tune from weights with tools/finetune.py; continue a run with --resume RUN_DIR.")
     if cfg['dataset'] not in ('cifar10', 'cifar100'):
         raise ValueError(f"dataset must be 'cifar10' or 'cifar100', got {cfg['dataset']!r}")
     if list(cfg['decay_steps']) != sorted(cfg['decay_steps']):

@@ -1,0 +1,75 @@
+"""timm's own model test suite (its tests/test_models.py, the contract every timm model meets) on our models.
+
+Opt-in: set TIMM_SRC to a timm source checkout (timm's pip package has no tests/, and CI cannot fetch it).
+The suite file is copied into a temporary folder beside a conftest.py that imports timm_identity first (so
+timm's module-level list_models() sees our models), and run with ``-k allconv`` against the *installed*
+timm. Nothing of timm's is kept or committed. tests/test_models.py restates each contract so that CI checks
+them always. Two runs:
+
+1. the package as it is: every test timm parametrizes over our models and tags must pass (the pretrained
+   tests are parametrized over ``list_models(pretrained=True)``, so they run only for tags that have weights;
+   at timm commit aa4b5850: 17 tests, forward/backward/default_cfgs/torchscript/features/fx/fx+torchscript);
+2. with ``TIMM_IDENTITY_HUB_CONFIGS`` pointing at a copy of hub_configs/ where the cifar10 tag has exported
+   weights (a random-init Table 1 net, written by ``export --to-hub-configs``): timm's
+   ``test_model_load_pretrained`` / ``test_model_features_pretrained`` must pass for it.
+
+Several minutes on 2 CPU cores (the ImageNet net runs at 224x224 in some of timm's tests):
+
+    TIMM_SRC=/path/to/pytorch-image-models python -m pytest -q tests/test_timm_model_suite.py -s
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TIMM_SRC = os.environ.get('TIMM_SRC', '')
+SUITE = Path(TIMM_SRC) / 'tests' / 'test_models.py'
+
+pytestmark = pytest.mark.skipif(
+    not (TIMM_SRC and SUITE.is_file()),
+    reason='TIMM_SRC is not set to a timm source checkout (git clone https://github.com/huggingface/pytorch-image-models)')
+
+
+def _run_suite(tmp_path, select, env_extra=None):
+    suite_dir = tmp_path / 'timm_suite'
+    suite_dir.mkdir(exist_ok=True)
+    shutil.copy(SUITE, suite_dir / 'test_models.py')
+    (suite_dir / 'conftest.py').write_text('import timm_identity  # noqa: F401  registers our models first\n')
+    env = {**os.environ, 'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '2'), **(env_extra or {})}
+    env.pop('GITHUB_ACTIONS', None)  # timm skips its pretrained tests on GitHub runners
+    proc = subprocess.run(
+        [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', '-W', 'ignore', '-rA',
+         'test_models.py', '-k', select],
+        cwd=suite_dir, env=env, capture_output=True, text=True, timeout=3000)
+    out = proc.stdout + proc.stderr
+    counts = {k: int(v) for v, k in re.findall(r'(\d+) (passed|failed|skipped|error)', out.splitlines()[-1])}
+    print(f'\ntimm suite -k "{select}": {counts}')
+    print('\n'.join(line for line in out.splitlines() if line.startswith(('PASSED', 'FAILED', 'SKIPPED', 'ERROR'))))
+    return proc.returncode, counts, out
+
+
+def test_timm_suite_on_our_models(tmp_path):
+    code, counts, out = _run_suite(tmp_path, 'allconv')
+    assert code == 0 and counts.get('passed', 0) >= 17 and not counts.get('failed'), out[-6000:]
+
+
+def test_timm_pretrained_tests_pass_for_a_tag_with_weights(tmp_path):
+    import timm
+    import torch
+    from safetensors.torch import save_file
+    from timm_identity.hub.export import export_checkpoint, hub_configs_dir
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / 'model.safetensors'
+    save_file(timm.create_model('allconv_resnet_cifar').state_dict(), str(ckpt))
+    hub_configs = tmp_path / 'hub_configs'
+    shutil.copytree(hub_configs_dir(), hub_configs, ignore=shutil.ignore_patterns('*.safetensors', 'weights.json'))
+    export_checkpoint(ckpt, arch='allconv_resnet_cifar.cifar10', to_hub_configs=hub_configs)
+    code, counts, out = _run_suite(tmp_path, 'allconv and pretrained',
+                                   {'TIMM_IDENTITY_HUB_CONFIGS': str(hub_configs), 'HF_HUB_OFFLINE': '1'})
+    assert code == 0 and counts.get('passed') == 2 and not counts.get('failed'), out[-6000:]
+    assert 'test_model_load_pretrained[1-allconv_resnet_cifar.cifar10]' in out
