@@ -139,7 +139,38 @@ def test_train_imagenet_sh_help_and_errors(tmp_path):
                         '--dry-run', '--', '--amp'], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     assert '--nproc_per_node=4' in r.stderr and '-b 64' in r.stderr and '--amp' in r.stderr
-    assert 'imagenet_paper.yaml' in r.stderr
+    assert 'imagenet_paper.yaml' in r.stderr and '--standalone' in r.stderr and '--device cuda' in r.stderr
+
+
+def test_train_imagenet_sh_multi_node_and_cpu_command_lines(tmp_path):
+    sh = str(REPO / 'tools' / 'train_imagenet.sh')
+    env = {**os.environ, 'PYTHON': sys.executable}
+    fake = tmp_path / 'train.py'
+    fake.write_text('')
+    (tmp_path / '_info.json').write_text('{}')
+    base = ['bash', sh, '--train-py', str(fake), '--data-dir', str(tmp_path), '--dry-run']
+
+    def run(*flags):
+        r = subprocess.run(base + list(flags), capture_output=True, text=True, env=env)
+        return r.returncode, r.stderr
+
+    code, cmd = run('--nnodes', '2', '--node-rank', '1', '--master', 'node0:29500')
+    assert code == 0, cmd
+    assert ('-m torch.distributed.run --nnodes=2 --node_rank=1 --master_addr=node0 --master_port=29500 '
+            '--nproc_per_node=8 ') in cmd and '--standalone' not in cmd
+    assert ' -b 16 ' in cmd  # 256 over 2 x 8 processes
+    code, cmd = run('--nnodes', '2', '--rdzv-endpoint', 'node0:29400', '--rdzv-id', 'job7')
+    assert code == 0 and '--nnodes=2 --rdzv_backend=c10d --rdzv_endpoint=node0:29400 --rdzv_id=job7 ' in cmd, cmd
+    code, cmd = run('--device', 'cpu', '--nproc', '1', '--global-batch', '8', '--', '--epochs', '1')
+    assert code == 0 and '--standalone --nproc_per_node=1 ' in cmd and ' -b 8 --device cpu ' in cmd, cmd
+    for flags, message in [(('--nnodes', '2'), 'needs --node-rank R and --master HOST:PORT'),
+                           (('--nnodes', '2', '--node-rank', '2', '--master', 'a:1'), '--node-rank must be 0..1'),
+                           (('--nnodes', '2', '--node-rank', '0', '--master', 'a'), '--master must be HOST:PORT'),
+                           (('--node-rank', '0'), 'are for --nnodes > 1'),
+                           (('--nnodes', '6'), 'not divisible by the 48 processes'),
+                           (('--device', 'cpu'), 'cannot run DDP on CPU')]:
+        code, err = run(*flags)
+        assert code == 2 and message in err, (flags, err)
 
 
 def test_evaluate_clear_errors(tmp_path, tiny_cifar, capsys):

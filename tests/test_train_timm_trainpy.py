@@ -63,14 +63,16 @@ def test_cifar_config_one_epoch_on_tiny_shards(tmp_path):
     out = _run_train_py([
         '-c', str(REPO / 'configs' / 'cifar10_timm_train.yaml'), '--data-dir', str(shards), '--device', 'cpu',
         '--model-kwargs', 'depths=(1,1,1)', 'widths=(8,16,32)', 'stem_chs=8',
-        '--epochs', '1', '-b', '8', '-j', '1', '--no-prefetcher', '--output', str(tmp_path / 'out'),
-        '--log-interval', '1', '--val-interval', '1', '--experiment', 'cifar'], tmp_path)
+        '--epochs', '2', '-b', '8', '-j', '1', '--no-prefetcher', '--output', str(tmp_path / 'out'),
+        '--log-interval', '1', '--experiment', 'cifar'], tmp_path)  # the config's own val_interval
     # the recipe as train.py resolved it: classical momentum, lr 0.05, wd 1e-4, no label smoothing
     assert 'Created SGD (momentum) optimizer: lr: 0.05, momentum: 0.9' in out and 'nesterov: False' in out
     assert 'weight_decay: 0.0001' in out and 'criterion=CrossEntropyLoss' in out
     run = tmp_path / 'out' / 'cifar'
     rows = list(csv.DictReader(open(run / 'summary.csv')))
-    assert len(rows) == 1 and float(rows[0]['eval_top1']) >= 0
+    assert len(rows) == 2 and float(rows[0]['eval_top1']) >= 0
+    # the config's cadence: a checkpoint after every epoch, so a kill loses at most one epoch
+    assert (run / 'checkpoint-0.pth.tar').is_file() and (run / 'checkpoint-1.pth.tar').is_file()
     # its checkpoint is our tiny model, fixed head included
     import timm
     import timm_identity  # noqa: F401

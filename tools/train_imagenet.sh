@@ -9,9 +9,13 @@ usage() {
     cat <<EOF
 Usage: tools/train_imagenet.sh --train-py PATH --data-dir DIR [options] [-- extra train.py args]
 
-Runs (torchrun = python -m torch.distributed.run):
+Runs (torchrun = python -m torch.distributed.run), on one node:
   torchrun --standalone --nproc_per_node=N PATH --device-modules timm_identity \\
-      -c configs/imagenet_paper.yaml --data-dir DIR -b GLOBAL_BATCH/N --output OUT [extra args]
+      -c configs/imagenet_paper.yaml --data-dir DIR -b GLOBAL_BATCH/(N*M) --device DEV --output OUT [extra]
+on M nodes, the same command on each with its own --node-rank:
+  torchrun --nnodes=M --node_rank=R --master_addr=HOST --master_port=PORT --nproc_per_node=N PATH ...
+or with a c10d rendezvous (the very same command on every node; ranks assigned by torchrun):
+  torchrun --nnodes=M --rdzv_backend=c10d --rdzv_endpoint=HOST:PORT --rdzv_id=ID --nproc_per_node=N PATH ...
 
 --device-modules timm_identity makes train.py import our package, which registers the models.
 
@@ -19,13 +23,28 @@ Options:
   --train-py PATH      timm's train.py (default: \$TIMM_TRAIN_PY). It is not in the pip package.
   --data-dir DIR       ImageNet webdataset shards with _info.json, made by
                          timm-identity shards imagenet /data/imagenet --out DIR
-  --nproc N            processes = GPUs on this node (default 8, the paper's 8 x 32)
-  --global-batch B     global batch, split evenly over the processes (default 256, the paper's)
+  --nproc N            processes on this node = its GPUs (default 8, the paper's 8 x 32). With --device cpu
+                       it must be 1: timm's train.py cannot run DDP on CPU (it passes device_ids=[cpu] to
+                       DistributedDataParallel, which torch refuses).
+  --device DEV         train.py --device (default cuda; cpu for a smoke run on a machine without CUDA)
+  --nnodes M           machines (default 1, with --standalone). The paper used 6 machines of 8 K40s with
+                       asynchronous SGD; train.py is synchronous DDP.
+  --node-rank R        this machine's rank, 0..M-1 (static rendezvous; needs --master)
+  --master HOST:PORT   node 0's address and a free port (torchrun --master_addr / --master_port)
+  --rdzv-endpoint HOST:PORT
+                       c10d rendezvous instead of --node-rank/--master (--rdzv-id ID names the job,
+                       default timm_identity_imagenet)
+  --global-batch B     global batch, split evenly over all processes of all nodes (default 256, the paper's)
   --config YAML        train.py args file (default configs/imagenet_paper.yaml)
   --output DIR         where train.py writes its run folder (default ./output/imagenet)
   --dry-run            print the command and exit
   -h, --help           this text
 Anything after -- goes to train.py unchanged (e.g. -- --amp --amp-dtype bfloat16 --pin-mem --resume CKPT).
+
+CPU smoke run (one process, a tiny net, one epoch):
+  tools/train_imagenet.sh --train-py timm-src/train.py --data-dir SHARDS --device cpu --nproc 1 \\
+      --global-batch 8 -- --epochs 1 -j 1 --no-prefetcher \\
+      --model-kwargs 'depths=(1,1,1,1,1)' 'widths=(8,8,8,8,8)' stem_chs=8
 
 Getting the matching train.py: clone timm at the tag of the installed timm version, e.g.
   TIMM_VERSION=\$($PYTHON -c 'import timm; print(timm.__version__)')
@@ -47,6 +66,12 @@ GLOBAL_BATCH=256
 CONFIG="$HERE/../configs/imagenet_paper.yaml"
 OUTPUT="./output/imagenet"
 DRY_RUN=0
+DEVICE=cuda
+NNODES=1
+NODE_RANK=""
+MASTER=""
+RDZV_ENDPOINT=""
+RDZV_ID=""
 EXTRA=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -57,6 +82,12 @@ while [[ $# -gt 0 ]]; do
         --global-batch) [[ $# -ge 2 ]] || die "--global-batch needs a value"; GLOBAL_BATCH="$2"; shift 2 ;;
         --config) [[ $# -ge 2 ]] || die "--config needs a value"; CONFIG="$2"; shift 2 ;;
         --output) [[ $# -ge 2 ]] || die "--output needs a value"; OUTPUT="$2"; shift 2 ;;
+        --device) [[ $# -ge 2 ]] || die "--device needs a value"; DEVICE="$2"; shift 2 ;;
+        --nnodes) [[ $# -ge 2 ]] || die "--nnodes needs a value"; NNODES="$2"; shift 2 ;;
+        --node-rank) [[ $# -ge 2 ]] || die "--node-rank needs a value"; NODE_RANK="$2"; shift 2 ;;
+        --master) [[ $# -ge 2 ]] || die "--master needs a value"; MASTER="$2"; shift 2 ;;
+        --rdzv-endpoint) [[ $# -ge 2 ]] || die "--rdzv-endpoint needs a value"; RDZV_ENDPOINT="$2"; shift 2 ;;
+        --rdzv-id) [[ $# -ge 2 ]] || die "--rdzv-id needs a value"; RDZV_ID="$2"; shift 2 ;;
         --dry-run) DRY_RUN=1; shift ;;
         --) shift; EXTRA=("$@"); break ;;
         *) die "unknown argument '$1' (train.py arguments go after --)" ;;
@@ -71,12 +102,30 @@ done
 [[ -f "$CONFIG" ]] || die "config not found: $CONFIG"
 [[ "$NPROC" =~ ^[1-9][0-9]*$ ]] || die "--nproc must be a positive integer, got '$NPROC'"
 [[ "$GLOBAL_BATCH" =~ ^[1-9][0-9]*$ ]] || die "--global-batch must be a positive integer, got '$GLOBAL_BATCH'"
-(( GLOBAL_BATCH % NPROC == 0 )) || die "--global-batch $GLOBAL_BATCH is not divisible by --nproc $NPROC"
+[[ "$NNODES" =~ ^[1-9][0-9]*$ ]] || die "--nnodes must be a positive integer, got '$NNODES'"
+if [[ "$DEVICE" == cpu* && "$NPROC" != 1 ]]; then
+    die "--device $DEVICE needs --nproc 1: timm's train.py cannot run DDP on CPU (it passes device_ids=[cpu] to DistributedDataParallel, which torch refuses)"
+fi
+WORLD=$((NPROC * NNODES))
+(( GLOBAL_BATCH % WORLD == 0 )) || die "--global-batch $GLOBAL_BATCH is not divisible by the $WORLD processes (--nproc $NPROC x --nnodes $NNODES)"
+if [[ "$NNODES" == 1 ]]; then
+    [[ -z "$NODE_RANK$MASTER$RDZV_ENDPOINT$RDZV_ID" ]] || die "--node-rank, --master and --rdzv-* are for --nnodes > 1"
+    LAUNCH=(--standalone)
+elif [[ -n "$RDZV_ENDPOINT" ]]; then
+    [[ -z "$NODE_RANK$MASTER" ]] || die "--rdzv-endpoint replaces --node-rank/--master: pass one or the other"
+    [[ "$RDZV_ENDPOINT" =~ ^[^:]+:[0-9]+$ ]] || die "--rdzv-endpoint must be HOST:PORT, got '$RDZV_ENDPOINT'"
+    LAUNCH=("--nnodes=$NNODES" --rdzv_backend=c10d "--rdzv_endpoint=$RDZV_ENDPOINT" "--rdzv_id=${RDZV_ID:-timm_identity_imagenet}")
+else
+    [[ -n "$NODE_RANK" && -n "$MASTER" ]] || die "--nnodes $NNODES needs --node-rank R and --master HOST:PORT (or --rdzv-endpoint HOST:PORT)"
+    { [[ "$NODE_RANK" =~ ^[0-9]+$ ]] && (( NODE_RANK < NNODES )); } || die "--node-rank must be 0..$((NNODES - 1)), got '$NODE_RANK'"
+    [[ "$MASTER" =~ ^[^:]+:[0-9]+$ ]] || die "--master must be HOST:PORT, got '$MASTER'"
+    LAUNCH=("--nnodes=$NNODES" "--node_rank=$NODE_RANK" "--master_addr=${MASTER%:*}" "--master_port=${MASTER##*:}")
+fi
 "$PYTHON" -c 'import timm_identity' 2>/dev/null || die "$PYTHON cannot import timm_identity (install this package, or set PYTHON)"
 
-CMD=("$PYTHON" -m torch.distributed.run --standalone "--nproc_per_node=$NPROC" "$TRAIN_PY"
+CMD=("$PYTHON" -m torch.distributed.run "${LAUNCH[@]}" "--nproc_per_node=$NPROC" "$TRAIN_PY"
      --device-modules timm_identity -c "$CONFIG" --data-dir "$DATA_DIR"
-     -b "$((GLOBAL_BATCH / NPROC))" --output "$OUTPUT" ${EXTRA[@]+"${EXTRA[@]}"})
+     -b "$((GLOBAL_BATCH / WORLD))" --device "$DEVICE" --output "$OUTPUT" ${EXTRA[@]+"${EXTRA[@]}"})
 echo "+ ${CMD[*]}" >&2
 if [[ "$DRY_RUN" == 1 ]]; then exit 0; fi
 exec "${CMD[@]}"
