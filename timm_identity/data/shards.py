@@ -579,9 +579,10 @@ def verify_shards(
         report.problems.append(str(e))
         return report
     if info is None:
-        shards = [f for f in os.listdir(out_dir) if f.endswith('.tar') or f in (STATE_DIR, f'.{INFO_NAME}.partial')]
-        report.problems.append(f'{info_path}: missing (an unfinished or interrupted write?)' if shards else
-                               f'{info_path}: missing; {out_dir} is not a shard folder (no {INFO_NAME}, no .tar shards)')
+        written = [f for f in os.listdir(out_dir) if f.endswith('.tar') or f in (STATE_DIR, f'.{INFO_NAME}.partial')]
+        report.problems.append(
+            f'{info_path}: missing (an unfinished or interrupted write?)' if written else
+            f'{info_path}: missing; {out_dir} is not a shard folder (no {INFO_NAME}, no .tar shards)')
         return report
     num_classes = info.get('num_classes')
     all_splits = info.get('splits')
