@@ -65,6 +65,24 @@ def test_timm_reads_imagenet_shards(tmp_path):
     assert got == [((16, 16), 0)] * 2 + [((16, 16), 1)] * 2 + [((16, 16), 2)] * 2
 
 
+def test_rerun_rewrites_the_shard_of_a_replaced_image(tmp_path):
+    make_tiny_imagenet(tmp_path / 'in')
+    out = tmp_path / 'out'
+    assert shard_imagenet(tmp_path / 'in', out, '--no-shuffle', '--splits', 'train') == 0
+    stamps = {f: os.stat(out / f).st_mtime_ns for f in os.listdir(out) if f.endswith('.tar')}
+    # another image under the same name (sorted by class and key, WNIDS[1]_2 is the 6th: shard 1);
+    # a file written later has a later modification time
+    replaced = tmp_path / 'in' / 'train' / WNIDS[1] / f'{WNIDS[1]}_2.JPEG'
+    new_bytes = make_tiny_imagenet(tmp_path / 'other', seed=9)['train'][f'{WNIDS[1]}/{WNIDS[1]}_2.JPEG']
+    mtime = os.stat(replaced).st_mtime_ns
+    replaced.write_bytes(new_bytes)
+    os.utime(replaced, ns=(mtime + 10**9, mtime + 10**9))
+    assert shard_imagenet(tmp_path / 'in', out, '--no-shuffle', '--splits', 'train') == 0
+    assert {f for f, t in stamps.items() if os.stat(out / f).st_mtime_ns != t} == {'imagenet-train-000001.tar'}
+    assert read_shards(out, 'train')[f'{WNIDS[1]}_2'][1] == new_bytes
+    assert verify_shards(out, progress=False).ok
+
+
 def test_png_disguised_as_jpeg_is_stored_as_png(tmp_path):
     from PIL import Image
     make_tiny_imagenet(tmp_path / 'in')

@@ -1,7 +1,10 @@
 """CIFAR -> webdataset shards -> timm's wds reader; resume, failures and verify (all on tiny data)."""
 import io
 import json
+import logging
 import os
+import pickle
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -103,6 +106,75 @@ def test_rerun_skips_finished_shards_and_redoes_the_rest(tiny, tmp_path):
     assert verify_shards(out, progress=False).ok
 
 
+def shard_mtimes(out):
+    return {f: os.stat(out / f).st_mtime_ns for f in finished_looking(out) if f.endswith('.tar')}
+
+
+def test_rerun_with_other_pixels_same_labels_rewrites_the_changed_shards(tiny, tmp_path, caplog):
+    out = tmp_path / 'shards'
+    assert shard_cifar(tiny.folder, out, '--no-shuffle') == 0
+    before = shard_mtimes(out)
+    # the same release with other pixels (same keys and labels) in data_batch_1 = train samples 0..4
+    changed = tmp_path / 'changed'
+    shutil.copytree(tiny.folder, changed)
+    with open(changed / 'data_batch_1', 'rb') as f:
+        batch = pickle.load(f, encoding='bytes')
+    batch[b'data'] = 255 - batch[b'data']
+    with open(changed / 'data_batch_1', 'wb') as f:
+        pickle.dump(batch, f, protocol=2)
+
+    with caplog.at_level(logging.INFO, logger='timm_identity.data.shards'):
+        assert shard_cifar(changed, out, '--no-shuffle') == 0
+    assert {f for f, t in before.items() if shard_mtimes(out)[f] != t} == {'cifar10-train-000000.tar'}
+    assert ('cifar10/train: rewriting 1 shard(s) in %s: their source images changed since they were written' % out
+            in caplog.text)
+    images, labels = loader_pixels_and_labels(out, 'train')
+    np.testing.assert_array_equal(images[:5], 255 - tiny.splits['train'].images[:5])
+    np.testing.assert_array_equal(images[5:], tiny.splits['train'].images[5:])
+    assert verify_shards(out, progress=False).ok
+
+
+def test_rerun_rewrites_a_shard_damaged_after_writing(tiny, tmp_path, caplog):
+    out = tmp_path / 'shards'
+    assert shard_cifar(tiny.archive, out) == 0
+    info_before = (out / INFO_NAME).read_bytes()
+    shard = out / 'cifar10-train-000002.tar'
+    data = bytearray(shard.read_bytes())
+    data[3000:3064] = bytes(64)  # same size, other bytes (inside the first PNG)
+    shard.write_bytes(bytes(data))
+    before = shard_mtimes(out)
+    with caplog.at_level(logging.INFO, logger='timm_identity.data.shards'):
+        assert shard_cifar(tiny.archive, out) == 0
+    assert {f for f, t in before.items() if shard_mtimes(out)[f] != t} == {shard.name}
+    assert 'the shard file changed or was damaged after writing (size or sha256 differs' in caplog.text
+    assert (out / INFO_NAME).read_bytes() == info_before
+    assert verify_shards(out, decode=True, progress=False).ok
+
+
+def test_out_naming_a_file_is_a_clear_error(tiny, tmp_path, capsys):
+    file = tmp_path / 'notes.txt'
+    file.write_text('not a folder')
+    for out in (file, file / 'shards'):
+        assert shard_cifar(tiny.archive, out) == 1
+        err = capsys.readouterr().err
+        assert f'timm-identity shards cifar: error: {out}: is' in err and 'not a folder' in err
+        assert 'Traceback' not in err
+    assert file.read_text() == 'not a folder'
+
+
+def test_verify_names_a_missing_path_or_a_file(tiny, tmp_path, capsys):
+    missing = tmp_path / 'nowhere'
+    assert main(['shards', 'verify', str(missing), '--no-progress']) == 1
+    assert f'PROBLEM: {missing}: no such folder' in capsys.readouterr().err
+    out = tmp_path / 'shards'
+    assert shard_cifar(tiny.archive, out) == 0
+    shard = out / 'cifar10-test-000000.tar'
+    assert main(['shards', 'verify', str(shard), '--no-progress']) == 1
+    err = capsys.readouterr().err
+    assert f'PROBLEM: {shard}: is a file, not a dataset folder' in err and f'give its folder {out}' in err
+    assert '_info.json: missing' not in err
+
+
 def test_changed_plan_rewrites_and_removes_stale_shards(tiny, tmp_path):
     out = tmp_path / 'shards'
     assert shard_cifar(tiny.archive, out, '--splits', 'train') == 0
@@ -176,6 +248,9 @@ def test_verify_reports_corrupt_shards_by_file_and_key(tiny, tmp_path, capsys):
 
 
 def test_verify_without_info_json_fails(tmp_path):
+    report = verify_shards(tmp_path, progress=False)
+    assert not report.ok and 'is not a shard folder (no _info.json, no .tar shards)' in report.problems[0]
+    (tmp_path / 'cifar10-train-000000.tar').write_bytes(b'')
     report = verify_shards(tmp_path, progress=False)
     assert not report.ok and 'missing (an unfinished' in report.problems[0]
 

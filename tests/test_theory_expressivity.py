@@ -83,10 +83,37 @@ def test_random_labels_fit_too():
     assert torch.equal(rep.model(x).argmax(1), y) and rep.max_error < 1e-9
 
 
-def test_duplicate_inputs_are_refused():
+@pytest.mark.parametrize('measure_rho', [True, False])
+def test_exact_duplicates_with_the_same_label_are_fitted_once(measure_rho):
+    x, y = E.synthetic_dataset(60, 10, 3, seed=7)
+    for copy, original in ((20, 5), (40, 5), (41, 7)):
+        x[copy], y[copy] = x[original], y[original]
+    rep = E.build_interpolating_resnet(x, y, 3, measure_rho=measure_rho)
+    assert (rep.n, rep.n_distinct) == (60, 57) and len(rep.margins) == 57
+    assert rep.errors.shape == (60,) and rep.max_error < 1e-9      # every copy maps to its label
+    assert torch.equal(rep.model(x).argmax(1), y)
+    assert rep.n_log_n_plus_r2 == pytest.approx(57 * math.log(57) + 9)
+    if measure_rho:
+        i, j = rep.rho_pair
+        assert rep.rho > 1e-3 and not torch.equal(x[i], x[j])
+
+
+def test_exact_duplicates_with_different_labels_are_refused():
     x, y = E.synthetic_dataset(50, 10, 3, seed=7)
-    x[10] = 2 * x[3]          # the same point after normalisation
-    with pytest.raises(E.ConstructionError, match='coincide'):
+    x[20], y[20] = x[5], (y[5] + 1) % 3
+    with pytest.raises(E.ConstructionError, match=f'inputs 5 and 20 are identical but have labels {int(y[5])} and '
+                                                  f'{int(y[20])}: no network can give them different outputs'):
+        E.build_interpolating_resnet(x, y, 3)
+
+
+def test_inputs_that_coincide_after_normalisation_are_refused():
+    x, y = E.synthetic_dataset(50, 10, 3, seed=7)
+    x[10] = 2 * x[3]          # the same point after normalisation, not an exact duplicate
+    y[10] = (y[3] + 1) % 3
+    with pytest.raises(E.ConstructionError, match='coincide after normalisation .* but have labels'):
+        E.build_interpolating_resnet(x, y, 3, center=False)
+    y[10] = y[3]
+    with pytest.raises(E.ConstructionError, match='without being equal .* the same label'):
         E.build_interpolating_resnet(x, y, 3, center=False)
 
 

@@ -47,7 +47,8 @@ def _positive_int(text: str) -> int:
 
 def _add_writer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--out', required=True, metavar='DIR',
-                        help='dataset folder for the shards and _info.json (created; a rerun resumes in it)')
+                        help='dataset folder for the shards and _info.json (created; a rerun resumes in it, '
+                             'rewriting the shards whose source content changed or that were damaged)')
     size = parser.add_argument_group('shard size (a shard closes at whichever limit comes first)')
     size.add_argument('--shard-samples', type=_positive_int, default=None, metavar='N',
                       help='samples per shard (default 1000 when --shard-bytes is not given)')
@@ -96,9 +97,10 @@ def _report_written(info: dict, out_dir: str, seconds: float) -> None:
 @_clear_errors
 def _run_cifar(args: argparse.Namespace) -> int:
     from .cifar import load_cifar
-    from .shards import PixelSample, write_dataset
+    from .shards import PixelSample, check_out_dir, write_dataset
 
     _setup_logging()
+    check_out_dir(args.out)  # before reading the source
     start = time.perf_counter()
     name = args.name or (args.dataset if args.label_type == 'fine' else f'{args.dataset}_{args.label_type}')
     splits, classes = {}, None
@@ -119,9 +121,10 @@ def _run_cifar(args: argparse.Namespace) -> int:
 @_clear_errors
 def _run_imagenet(args: argparse.Namespace) -> int:
     from .imagenet import list_imagenet
-    from .shards import write_dataset
+    from .shards import check_out_dir, write_dataset
 
     _setup_logging()
+    check_out_dir(args.out)  # before listing the source
     start = time.perf_counter()
     splits, classes = {}, None
     for split in args.splits:
@@ -159,7 +162,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description='Write webdataset shards <name>-<split>-NNNNNN.tar plus the _info.json that timm\'s wds '
                     'reader uses (train with: train.py --dataset wds/<name> --data-dir DIR), and verify them. '
                     'Shards are written under hidden .partial names and renamed when complete; _info.json comes '
-                    'last; a rerun skips the shards a previous run finished.')
+                    'last; a rerun skips the shards a previous run finished from the same samples and source '
+                    'content that are still intact (size and sha256 as recorded), and rewrites the others.')
     sub = parser.add_subparsers(dest='shards_command', metavar='SUBCOMMAND')
     sub.required = True
 

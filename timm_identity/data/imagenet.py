@@ -67,6 +67,12 @@ class ImageFile:
     def size_estimate(self) -> int:
         return os.path.getsize(self.path) + 3 * 512 + 2 * 512  # + tar headers and padding
 
+    def content_fingerprint(self) -> bytes:
+        """Size and modification time of the file: a rerun rewrites the shard when either changed
+        (reading every image again to hash it would cost as much as rewriting the shards)."""
+        st = os.stat(self.path)
+        return b'%d:%d' % (st.st_size, st.st_mtime_ns)
+
     def to_wds(self) -> dict[str, bytes]:
         with open(self.path, 'rb') as f:
             data = f.read()

@@ -16,10 +16,14 @@ Each sample is ``<key>.cls`` (the class index as decimal text, what timm's reade
 
 Crash safety and resume: a shard is written to the hidden name ``.<shard>.partial`` and renamed
 to its final name only once complete; then a state file ``.shard-state/<shard>.json`` records its
-sample count, size, sha256 and a digest of the planned (key, label) list. A rerun with the same
-inputs and options skips every shard whose state matches (size and digest), rewrites the others,
-and ``_info.json`` is written last (atomically), so a folder with ``_info.json`` is complete.
-Starting a split first removes that split from an existing ``_info.json``.
+sample count, size, sha256, a digest of its planned (key, label) list and a digest of its source
+content (each sample's ``content_fingerprint()``: CIFAR's pixels themselves; for an image file its
+size and modification time, since hashing ImageNet's 140 GB again would cost as much as rewriting it).
+A rerun skips a shard only if its keys, labels and source content are those recorded and the file on
+disk still has the recorded size and sha256; it rewrites every other shard and logs why (changed
+source, shard damaged or changed after writing, changed plan). ``_info.json`` is written last
+(atomically), so a folder with ``_info.json`` is complete. Starting a split first removes that split
+from an existing ``_info.json``.
 """
 from __future__ import annotations
 
@@ -48,7 +52,7 @@ _logger = logging.getLogger(__name__)
 
 __all__ = [
     'ShardSample', 'PixelSample', 'SplitInfo', 'VerifyReport',
-    'shard_filename', 'plan_shards', 'write_split', 'write_info', 'write_dataset', 'verify_shards',
+    'shard_filename', 'plan_shards', 'check_out_dir', 'write_split', 'write_info', 'write_dataset', 'verify_shards',
     'INFO_NAME', 'STATE_DIR',
 ]
 
@@ -67,6 +71,10 @@ class ShardSample(Protocol):
     @property
     def size_estimate(self) -> int: ...
 
+    def content_fingerprint(self) -> bytes:
+        """Bytes that change whenever the sample's source content changes (what a rerun compares)."""
+        ...
+
     def to_wds(self) -> dict[str, bytes]: ...
 
 
@@ -80,6 +88,9 @@ class PixelSample:
     @property
     def size_estimate(self) -> int:
         return self.pixels.nbytes + _TAR_OVERHEAD  # raw size: an upper bound for the PNG
+
+    def content_fingerprint(self) -> bytes:
+        return b'%r' % (self.pixels.shape,) + np.ascontiguousarray(self.pixels).tobytes()
 
     def to_wds(self) -> dict[str, bytes]:
         from PIL import Image
@@ -125,10 +136,21 @@ def plan_shards(
     return shards
 
 
-def _plan_digest(samples: Iterable[ShardSample]) -> str:
-    md = hashlib.sha256()
+def _shard_digests(samples: Iterable[ShardSample]) -> tuple[str, str]:
+    """sha256 of the shard's (key, label) list and sha256 of its samples' content fingerprints."""
+    plan, content = hashlib.sha256(), hashlib.sha256()
     for s in samples:
-        md.update(f'{s.key}\t{s.label}\n'.encode())
+        plan.update(f'{s.key}\t{s.label}\n'.encode())
+        fingerprint = s.content_fingerprint()
+        content.update(b'%d:' % len(fingerprint) + fingerprint)
+    return plan.hexdigest(), content.hexdigest()
+
+
+def _file_sha256(path: str) -> str:
+    md = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            md.update(chunk)
     return md.hexdigest()
 
 
@@ -158,6 +180,7 @@ class _ShardTask:
     filename: str
     samples: list[ShardSample]
     digest: str
+    content_digest: str
 
 
 @dataclass
@@ -166,7 +189,8 @@ class _ShardResult:
     num_samples: int
     size: int
     sha256: str
-    digest: str
+    digest: str  # of the (key, label) list
+    content_digest: str  # of the samples' content fingerprints
 
 
 def _state_path(out_dir: str, filename: str) -> str:
@@ -200,21 +224,42 @@ def _write_shard(task: _ShardTask) -> _ShardResult:
             raise DatasetFormatError(f'{final}: failed writing sample {key!r} ({type(e).__name__}: {e})') from e
         raise
     os.replace(partial, final)
-    result = _ShardResult(task.filename, len(task.samples), hashing.size, hashing.sha256.hexdigest(), task.digest)
+    result = _ShardResult(task.filename, len(task.samples), hashing.size, hashing.sha256.hexdigest(), task.digest,
+                          task.content_digest)
     _atomic_write_json(_state_path(task.out_dir, task.filename), result.__dict__)
     return result
 
 
-def _finished_shard(out_dir: str, filename: str, digest: str) -> _ShardResult | None:
-    """The recorded result of a shard that a previous run completed with the same plan, else None."""
+# why a shard is (re)written: reason -> what the rerun logs (None: nothing, a first write)
+_REWRITE_REASONS = {
+    'new': None,
+    'plan': 'their planned keys and labels changed (other samples, --shard-samples/--shard-bytes or --seed)',
+    'source': 'their source images changed since they were written (same keys and labels, other content)',
+    'missing': 'the shard file is missing',
+    'damaged': 'the shard file changed or was damaged after writing (size or sha256 differs from the record)',
+}
+
+
+def _check_shard(args: tuple[str, str, str, str]) -> tuple[str, _ShardResult | None, str]:
+    """``(filename, recorded result, '')`` for a shard that a previous run wrote from the same samples and
+    source content and that is intact on disk (size and sha256 as recorded); else ``(filename, None, reason)``
+    with a key of ``_REWRITE_REASONS``. ``args``: out_dir, filename, digest, content_digest."""
+    out_dir, filename, digest, content_digest = args
     try:
         with open(_state_path(out_dir, filename)) as f:
             state = _ShardResult(**json.load(f))
-        if state.digest == digest and os.path.getsize(os.path.join(out_dir, filename)) == state.size:
-            return state
-    except (OSError, ValueError, TypeError):
-        pass
-    return None
+    except (OSError, ValueError, TypeError):  # none (a first write, a crash before it), or an older format
+        return filename, None, 'new'
+    if state.digest != digest:
+        return filename, None, 'plan'
+    if state.content_digest != content_digest:
+        return filename, None, 'source'
+    path = os.path.join(out_dir, filename)
+    if not os.path.isfile(path):
+        return filename, None, 'missing'
+    if os.path.getsize(path) != state.size or _file_sha256(path) != state.sha256:
+        return filename, None, 'damaged'
+    return filename, state, ''
 
 
 def _remove_partials(out_dir: str, names: Iterable[str]) -> None:
@@ -255,6 +300,31 @@ def _run_tasks(func: Callable, tasks: list, workers: int) -> Iterable:
         return
     with multiprocessing.Pool(min(workers, len(tasks))) as pool:
         yield from pool.imap_unordered(func, tasks)
+
+
+def _log_rewrites(where: str, out_dir: str, num_shards: int, done: dict, rewrite: dict[str, list[str]]) -> None:
+    if done:
+        _logger.info('%s: %d of %d shards already complete (samples, source content, size and sha256 as '
+                     'recorded), skipping them', where, len(done), num_shards)
+    for reason, names in rewrite.items():
+        if _REWRITE_REASONS[reason]:
+            names = sorted(names)
+            shown = ', '.join(names[:3]) + (f', ... ({len(names)} in all)' if len(names) > 3 else '')
+            log = _logger.warning if reason in ('source', 'damaged') else _logger.info
+            log('%s: rewriting %d shard(s) in %s: %s: %s', where, len(names), out_dir, _REWRITE_REASONS[reason], shown)
+
+
+def check_out_dir(out_dir: str | os.PathLike) -> None:
+    """Raise a clear :class:`DatasetFormatError` when ``out_dir`` cannot be a dataset folder (it, or the
+    nearest existing folder above it, is a file). Cheap: for commands to call before reading their inputs."""
+    out_dir = os.fspath(out_dir)
+    existing = os.path.abspath(out_dir)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        what = 'is a file' if existing == os.path.abspath(out_dir) else f'is inside {existing}, which is a file'
+        raise DatasetFormatError(f'{out_dir}: {what}, not a folder; the shards and {INFO_NAME} need a dataset '
+                                 f'folder (a new path, or the folder of an earlier run to resume it)')
 
 
 @dataclass
@@ -309,7 +379,11 @@ def write_split(
     shards = plan_shards([samples[i] for i in order], shard_samples, shard_bytes)
     filenames = [shard_filename(name, split, i) for i in range(len(shards))]
 
-    os.makedirs(os.path.join(out_dir, STATE_DIR), exist_ok=True)
+    check_out_dir(out_dir)
+    try:
+        os.makedirs(os.path.join(out_dir, STATE_DIR), exist_ok=True)
+    except OSError as e:
+        raise DatasetFormatError(f'{out_dir}: cannot create the dataset folder ({type(e).__name__}: {e})') from e
     _forget_split(out_dir, split)
     pattern = _shard_pattern(name, split)
     for stale in sorted(f for f in os.listdir(out_dir) if pattern.match(f) and f not in set(filenames)):
@@ -319,22 +393,22 @@ def write_split(
             os.remove(_state_path(out_dir, stale))
     _remove_partials(out_dir, filenames)
 
+    tasks = {filename: _ShardTask(out_dir, filename, shard, *_shard_digests(shard))
+             for filename, shard in zip(filenames, shards)}
     results: dict[str, _ShardResult] = {}
-    tasks = []
-    for filename, shard in zip(filenames, shards):
-        digest = _plan_digest(shard)
-        done = _finished_shard(out_dir, filename, digest)
-        if done is not None:
-            results[filename] = done
-        else:
-            tasks.append(_ShardTask(out_dir, filename, shard, digest))
-    if results:
-        _logger.info('%s/%s: %d of %d shards already complete, skipping them', name, split, len(results), len(shards))
-
-    bar = tqdm(total=len(samples), initial=sum(r.num_samples for r in results.values()), unit='img',
-               desc=f'{name}/{split}', disable=not progress)
+    rewrite: dict[str, list[str]] = {}  # reason -> shards
+    bar = tqdm(total=len(samples), unit='img', desc=f'{name}/{split}', disable=not progress)
     try:
-        for result in _run_tasks(_write_shard, tasks, workers):
+        checks = [(out_dir, t.filename, t.digest, t.content_digest) for t in tasks.values()]
+        for filename, done, reason in _run_tasks(_check_shard, checks, workers):
+            if done is None:
+                rewrite.setdefault(reason, []).append(filename)
+            else:
+                results[filename] = done
+                bar.update(done.num_samples)
+        _log_rewrites(f'{name}/{split}', out_dir, len(filenames), results, rewrite)
+        todo = [tasks[f] for f in filenames if f not in results]
+        for result in _run_tasks(_write_shard, todo, workers):
             results[result.filename] = result
             bar.update(result.num_samples)
     finally:
@@ -495,13 +569,20 @@ def verify_shards(
     out_dir = os.fspath(out_dir)
     report = VerifyReport()
     info_path = os.path.join(out_dir, INFO_NAME)
+    problem = _not_a_dataset_folder(out_dir)
+    if problem:
+        report.problems.append(problem)
+        return report
     try:
         info = _load_info(out_dir)
     except DatasetFormatError as e:
         report.problems.append(str(e))
         return report
     if info is None:
-        report.problems.append(f'{info_path}: missing (an unfinished or interrupted write?)')
+        written = [f for f in os.listdir(out_dir) if f.endswith('.tar') or f in (STATE_DIR, f'.{INFO_NAME}.partial')]
+        report.problems.append(
+            f'{info_path}: missing (an unfinished or interrupted write?)' if written else
+            f'{info_path}: missing; {out_dir} is not a shard folder (no {INFO_NAME}, no .tar shards)')
         return report
     num_classes = info.get('num_classes')
     all_splits = info.get('splits')
@@ -518,6 +599,18 @@ def verify_shards(
     if partials:
         report.problems.append(f'{out_dir}: leftover partial file(s) of an interrupted write: {partials[:5]}')
     return report
+
+
+def _not_a_dataset_folder(path: str) -> str | None:
+    """What ``path`` is, when it is not a folder (verify's argument must be the dataset folder)."""
+    if os.path.isdir(path):
+        return None
+    if not os.path.exists(path):
+        return f'{path}: no such folder (give the dataset folder that holds {INFO_NAME} and the .tar shards)'
+    parent = os.path.dirname(os.path.abspath(path))
+    hint = f'give its folder {os.path.dirname(path) or "."}' if os.path.isfile(os.path.join(parent, INFO_NAME)) \
+        else f'give the folder that holds {INFO_NAME} and the .tar shards'
+    return f'{path}: is a file, not a dataset folder ({hint})'
 
 
 def _verify_split(out_dir: str, split: str, entry: dict, num_classes: int, decode: bool, workers: int,

@@ -150,9 +150,9 @@ def run_expressivity(args: argparse.Namespace) -> int:
         row = {'labels': kind, **rep.to_dict(),
                'params_over_n_log_n_plus_r2': rep.num_parameters / rep.n_log_n_plus_r2}
         results.append(row)
-        print(json.dumps({k: row[k] for k in ('labels', 'n', 'k', 'l', 'num_parameters', 'n_log_n_plus_r2',
-                                               'rho', 'min_margin', 'max_error', 'seconds')}, default=float),
-              flush=True)
+        keys = ('labels', 'n', 'n_distinct', 'k', 'l', 'num_parameters', 'n_log_n_plus_r2', 'rho', 'min_margin',
+                'max_error', 'seconds')
+        print(json.dumps({k: row[k] for k in keys}, default=float), flush=True)
         plots.plot_interpolation(rep.margins.tolist(), rep.errors.tolist(),
                                  f'Theorem 3.2 on {source}, {kind} labels: k={rep.k}, l={rep.l}, '
                                  f'max error {rep.max_error:.1e}', out / f'expressivity_{args.name}_{kind}.png')

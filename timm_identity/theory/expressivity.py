@@ -33,6 +33,9 @@ Where we differ from the paper's text, and why (the conditions are *checked* eit
   literal split into consecutive groups of ``k``, with the same checks.
 - Inputs are centred (optional) and normalised to unit norm inside the module (Assumption 3.1); the
   achieved ``rho`` is measured, not assumed.
+- Exact duplicates (equal inputs, as real data sets have: CIFAR-100 train holds 14) with the same label
+  are one point to the construction: it fits the first copy, and the forward pass checks every copy.
+  Duplicates with different labels cannot be fitted by any function, and are an error naming them.
 
 If a check fails, ``k`` is doubled (up to ``max_k``) and the construction starts again; past ``max_k`` a
 :class:`ConstructionError` says which condition failed. A network is only returned after a forward pass
@@ -40,6 +43,7 @@ over all training inputs has confirmed the fit.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -157,6 +161,7 @@ def separation(X: Tensor, chunk: int = 1024, progress: bool = False) -> tuple[fl
 class InterpolationReport:
     """What :func:`build_interpolating_resnet` built and measured (all JSON-serialisable but ``model``)."""
     n: int
+    n_distinct: int   # n less the exact duplicates (same input and label), which the construction fits once
     d: int
     r: int
     k: int
@@ -184,6 +189,25 @@ class InterpolationReport:
             out['margin_quantiles'] = dict(zip(['min', 'q01', 'median', 'max'],
                                                torch.quantile(self.margins, q).tolist()))
         return out
+
+
+def _distinct_inputs(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Exact duplicates among the flattened inputs: ``(keep, copy_of)``, ``keep`` the index of the first
+    copy of each distinct input (ascending), ``copy_of[i]`` the position in ``keep`` of input ``i``'s value.
+    One pass of hashing (O(n) memory; equal hashes are compared in full)."""
+    rows = x.detach().reshape(x.shape[0], -1).to(DTYPE).contiguous().numpy()
+    seen: dict[bytes, list[int]] = {}
+    keep: list[int] = []
+    copy_of: list[int] = []
+    for i, row in enumerate(rows):
+        candidates = seen.setdefault(hashlib.blake2b(row, digest_size=16).digest(), [])
+        pos = next((p for p in candidates if (rows[keep[p]] == row).all()), None)
+        if pos is None:
+            pos = len(keep)
+            candidates.append(pos)
+            keep.append(i)
+        copy_of.append(pos)
+    return torch.tensor(keep, dtype=torch.long), torch.tensor(copy_of, dtype=torch.long)
 
 
 def _batches(H: Tensor, order: BatchOrder, k: int, margin: float) -> list[Tensor]:
@@ -280,6 +304,9 @@ def build_interpolating_resnet(x: Tensor, labels: Tensor, num_classes: int | Non
     then :class:`ConstructionError`. ``min_margin``: the smallest gap ``||alpha_i||^2 - b_i`` (and
     ``b_i - <alpha_i, z>``) accepted, so that round-off cannot flip a ReLU. The returned network has been run
     on all ``n`` inputs; ``max_error = max |model(x) - onehot|`` must be below ``tol`` or it is an error.
+    Exact duplicate inputs with the same label are fitted once (``n_distinct`` in the report; every copy is
+    checked); duplicates with different labels, and distinct inputs that coincide after normalisation, are a
+    :class:`ConstructionError` naming them.
     """
     times: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -290,18 +317,32 @@ def build_interpolating_resnet(x: Tensor, labels: Tensor, num_classes: int | Non
     r = int(num_classes if num_classes is not None else int(labels.max()) + 1)
     if int(labels.min()) < 0 or int(labels.max()) >= r:
         raise ValueError(f'labels must lie in [0, {r})')
+    keep, copy_of = _distinct_inputs(x)
+    clash = torch.nonzero(labels != labels[keep[copy_of]]).flatten()
+    if len(clash):
+        i = int(clash[0])
+        j = int(keep[copy_of[i]])
+        raise ConstructionError(f'inputs {j} and {i} are identical but have labels {int(labels[j])} and '
+                                f'{int(labels[i])}: no network can give them different outputs')
     X, mean = unit_normalise(x, center)
+    X, distinct_labels = X[keep], labels[keep]   # the construction fits one copy of each duplicate
     d = X.shape[1]
     times['normalise'] = time.perf_counter() - t0
     rho = pair = None
     if measure_rho:
         t = time.perf_counter()
         rho, pair = separation(X, progress=progress)
+        pair = (int(keep[pair[0]]), int(keep[pair[1]]))
         times['separation'] = time.perf_counter() - t
         if rho <= 1e-12:   # round-off in 2 - 2 <x_i, x_j>
-            raise ConstructionError(f'inputs {pair} coincide after normalisation (rho = {rho:.3g}): no '
-                                    'network can give them different outputs, and Lemma B.1 needs distinct points')
-    k = k or default_width(n)
+            i, j = pair
+            why = (f'but have labels {int(labels[i])} and {int(labels[j])}: no network can give them different '
+                   f'outputs' if labels[i] != labels[j] else
+                   f'without being equal (e.g. one a positive multiple of the other), with the same label '
+                   f'{int(labels[i])}: Lemma B.1 needs distinct points; drop one of them (exact duplicates are '
+                   f'merged)')
+            raise ConstructionError(f'inputs {pair} coincide after normalisation (rho = {rho:.3g}) {why}')
+    k = k or default_width(len(keep))
     max_k = max_k or 8 * k
     widths, failures = [], []
     generator = torch.Generator().manual_seed(seed)
@@ -309,7 +350,7 @@ def build_interpolating_resnet(x: Tensor, labels: Tensor, num_classes: int | Non
     while True:
         widths.append(k)
         try:
-            A0, blocks, head, stats = _construct(X, labels, r, k, generator, order, min_margin, progress)
+            A0, blocks, head, stats = _construct(X, distinct_labels, r, k, generator, order, min_margin, progress)
             break
         except ConstructionError as err:
             failures.append(str(err))
@@ -325,8 +366,8 @@ def build_interpolating_resnet(x: Tensor, labels: Tensor, num_classes: int | Non
     times['verify'] = time.perf_counter() - t
     times['total'] = time.perf_counter() - t0
     report = InterpolationReport(
-        n=n, d=d, r=r, k=k, l=len(blocks), num_parameters=model.num_parameters(),
-        n_log_n_plus_r2=n * math.log(n) + r * r, rho=rho, rho_pair=pair, rho_prime=stats['rho_prime'],
+        n=n, n_distinct=len(keep), d=d, r=r, k=k, l=len(blocks), num_parameters=model.num_parameters(),
+        n_log_n_plus_r2=len(keep) * math.log(len(keep)) + r * r, rho=rho, rho_pair=pair, rho_prime=stats['rho_prime'],
         min_margin=float(stats['margins'].min()), surrogate_max_inner=stats['q_max'], max_error=max_error,
         order=order, widths_tried=widths, failures=failures, seconds=times, model=model,
         margins=stats['margins'], errors=errors)

@@ -343,8 +343,10 @@ def small_norm_optimum(R: Tensor, depth: int, *, method: Literal['svd', 'polar']
 
     ``method='polar'`` (our variant): ``R = O P`` with ``O = U V^T`` orthogonal and ``P = V K V^T``;
     ``R = B_O^q (V K' V^T)^p`` with ``l = q + p``: one rotation instead of two, so fewer factors are needed.
-    For small ``gamma`` and small odd ``l`` the paper's split cannot meet its own bound when both ``U`` and
-    ``V^T`` rotate by nearly pi (it needs ``2q ~ l`` with ``q`` an integer); the polar split can.
+    For small ``gamma`` the paper's split can miss its own bound when both ``U`` and ``V^T`` rotate by nearly pi
+    (it needs ``2q ~ l`` with ``q`` an integer): at ``gamma = 0`` for every odd ``l`` from 5 up to about
+    ``pi / (pi - theta)``, ``theta`` the smaller of their largest angles (results/theory/results.md); the polar
+    split does not.
 
     Counts: the paper takes ``q`` factors for each rotation and ``p`` for ``K``; we give the ``l`` factors
     greedily to the component with the largest factor norm (optimal for the max, includes the paper's
