@@ -125,3 +125,22 @@ def test_export_after_resume_into_the_same_folder(tmp_path, capsys):
     assert final == ('test', round(float(rows[-1][header.index('eval_top1')]), 2))
     assert '- **Length:** 3 epochs of 3 planned (summary.csv)' in card.text
     assert '`test` split, 20 images' in card.text and "paper's recipe" not in card.text.split('## Usage')[0]
+
+
+def test_train_imagenet_sh_cpu_smoke_run(tmp_path):
+    # the CPU smoke one-liner of `tools/train_imagenet.sh --help`, through torchrun, one process
+    make_tiny_imagenet(tmp_path / 'imagenet', num_train_per_class=4, num_val_per_class=2, size=72)
+    shards = tmp_path / 'shards'
+    assert cli_main(['shards', 'imagenet', str(tmp_path / 'imagenet'), '--out', str(shards),
+                     '--shard-samples', '6', '--no-progress', '--workers', '1']) == 0
+    env = {**os.environ, 'PYTHON': sys.executable, 'OMP_NUM_THREADS': '1'}
+    proc = subprocess.run(
+        ['bash', str(REPO / 'tools' / 'train_imagenet.sh'), '--train-py', TRAIN_PY, '--data-dir', str(shards),
+         '--device', 'cpu', '--nproc', '1', '--global-batch', '8', '--output', str(tmp_path / 'out'), '--',
+         '--epochs', '1', '-j', '1', '--no-prefetcher', '--num-classes', '3', '--experiment', 'smoke',
+         '--model-kwargs', 'depths=(1,1,1,1,1)', 'widths=(8,8,8,8,8)', 'stem_chs=8'],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    rows = list(csv.DictReader(open(tmp_path / 'out' / 'smoke' / 'summary.csv')))
+    assert len(rows) == 1 and (tmp_path / 'out' / 'smoke' / 'last.pth.tar').is_file()
