@@ -361,7 +361,7 @@ def usage_snippet(info: ModelInfo) -> str:
     return (
         '```python\n'
         'import timm\n'
-        'import timm_identity  # registers the architecture with timm (pip install timm-identity)\n\n'
+        'import timm_identity  # registers the architecture with timm (pip install . in a timm-identity checkout)\n\n'
         f'{create}\n'
         'model.eval()\n'
         'data_cfg = timm.data.resolve_data_config({}, model=model)\n'
