@@ -40,8 +40,8 @@ def measure_signal(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Dict[s
         for block in stage:
             out = block(h)
             with torch.no_grad():
-                stream = block.shortcut(h)
-                ratios.append(((out - stream).norm() / stream.norm()).item())
+                stream = block.shortcut(h).double()  # float64: a diverging stream overflows float32 norms
+                ratios.append(((out.double() - stream).norm() / stream.norm()).item())
             h = out
     logits = model.forward_head(h)
     loss = F.cross_entropy(logits.float(), y)
@@ -49,8 +49,8 @@ def measure_signal(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Dict[s
     grad = model.stem.weight.grad
     return {
         'branch_ratio': [_finite_or_none(r) for r in ratios],
-        'logit_rms': _finite_or_none(logits.detach().pow(2).mean().sqrt().item()),
-        'stem_grad_norm': _finite_or_none(grad.norm().item()) if grad is not None else None,
+        'logit_rms': _finite_or_none(logits.detach().double().pow(2).mean().sqrt().item()),
+        'stem_grad_norm': _finite_or_none(grad.double().norm().item()) if grad is not None else None,
         'loss': _finite_or_none(loss.item()),
     }
 
