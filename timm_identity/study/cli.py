@@ -9,35 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, Sequence
 
 from ..atomic_io import atomic_write_text
+from ..theory.cli import _DefaultsHelpFormatter, _environment, _positive_int  # the theory command's helpers
 from .variants import PAPER_WIDTHS, REDUCED_WIDTHS, SIGNAL_VARIANTS, TRAIN_VARIANTS, VARIANTS
 
 __all__ = ['add_parser', 'signal_table', 'training_table']
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'not an integer: {text!r}') from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
-    return value
-
-
-def _environment(args: argparse.Namespace) -> Dict[str, Any]:
-    import torch
-    return {'command': 'timm-identity ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else None,
-            'args': {k: v for k, v in vars(args).items() if k != 'func'},
-            'torch': torch.__version__, 'threads': torch.get_num_threads(), 'machine': platform.machine(),
-            'python': platform.python_version()}
 
 
 def _write_json(path: Path, payload: Dict[str, Any]) -> Path:
@@ -161,14 +142,6 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
-    def _get_help_string(self, action):
-        text = action.help or ''
-        if action.default is None or isinstance(action.default, bool) or '(default' in text:
-            return text
-        return super()._get_help_string(action)
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     study = subparsers.add_parser(
         'study', help='identity matters, measured: depth x init x normalisation on real CIFAR-10',
@@ -187,7 +160,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument('--stem-chs', type=_positive_int, default=16, help='stem output channels')
         p.add_argument('--seed', type=int, default=0, help='model init (and, for train, data order)')
 
-    sig = sub.add_parser('signal', formatter_class=_Formatter, help='signal propagation at init (no training)',
+    sig = sub.add_parser('signal', formatter_class=_DefaultsHelpFormatter, help='signal propagation at init (no training)',
                          description='Per-block ||branch||/||stream||, logit RMS and the gradient norm at the stem '
                                      'of freshly built nets on a batch of real CIFAR-10 training images, for every '
                                      'variant and depth. Writes signal.json, signal.png, signal_table.md.')
@@ -200,7 +173,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     sig.add_argument('--images', type=_positive_int, default=128, help='CIFAR-10 training images in the batch')
     sig.set_defaults(func=run_signal)
 
-    tr = sub.add_parser('train', formatter_class=_Formatter, help='short training runs over variant x depth',
+    tr = sub.add_parser('train', formatter_class=_DefaultsHelpFormatter, help='short training runs over variant x depth',
                         description="Train every variant at every depth with the project's trainer and the paper's "
                                     'recipe (SGD momentum 0.9, batch 128, lr 0.05, wd 1e-4 on conv weights), the same '
                                     'steps, data order and seed for all; report the test error after the budget and '
