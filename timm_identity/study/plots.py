@@ -16,7 +16,8 @@ FLOOR = 1e-9  # where an exact 0 (zero init: every branch is 0) is drawn on a lo
 def _save(fig: plt.Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if not fig.get_layout_engine():
+        fig.tight_layout()
     tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}.png')
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
@@ -32,32 +33,57 @@ def _style(variant: str) -> Dict[str, Any]:
                 marker='o', ms=3.5, lw=1.6)
 
 
-def plot_signal(records: Sequence[Dict[str, Any]], path: str | Path) -> Path:
+def _same_curves(a: Sequence[Dict[str, Any]], b: Sequence[Dict[str, Any]], keys: Sequence[str], rtol: float) -> bool:
+    if [r['blocks'] for r in a] != [r['blocks'] for r in b]:
+        return False
+    for ra, rb in zip(a, b):
+        for key in keys:
+            va, vb = ra[key], rb[key]
+            if (va is None) != (vb is None) or (va is not None and abs(va - vb) > rtol * max(abs(va), abs(vb))):
+                return False
+    return True
+
+
+def plot_signal(records: Sequence[Dict[str, Any]], path: str | Path, rtol: float = 0.1) -> Path:
     """Three log-log panels against the number of residual blocks: median ||branch||/||stream||, logit
-    RMS and ||grad W_stem||; one line per variant (dashed: with batch norm). Non-finite points are left
-    out (the line stops)."""
+    RMS and ||grad W_stem||; one line per variant (dashed: with batch norm). Variants whose three curves agree
+    within ``rtol`` everywhere share one line and one legend entry ('zero = fixup = ...'), so that no line
+    hides another. Non-finite points are left out (the line stops)."""
     panels = [('branch_ratio_median', 'median over blocks of ||branch|| / ||stream||'),
               ('logit_rms', 'logit RMS (output scale)'),
               ('stem_grad_norm', '||d loss / d W_stem|| (gradient at the first layer)')]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-    variants = list(dict.fromkeys(r['variant'] for r in records))
+    keys = [k for k, _ in panels]
+    curves = {}
+    for variant in dict.fromkeys(r['variant'] for r in records):
+        curves[variant] = sorted((r for r in records if r['variant'] == variant), key=lambda r: r['blocks'])
+    groups: list = []
+    for variant, rows in curves.items():
+        group = next((g for g in groups if _same_curves(curves[g[0]], rows, keys, rtol)), None)
+        if group is None:
+            groups.append([variant])
+        else:
+            group.append(variant)
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
     for ax, (key, title) in zip(axes, panels):
-        for variant in variants:
-            rows = sorted((r for r in records if r['variant'] == variant), key=lambda r: r['blocks'])
-            pts = [(r['blocks'], r[key]) for r in rows if r[key] is not None]
+        for group in groups:
+            pts = [(r['blocks'], r[key]) for r in curves[group[0]] if r[key] is not None]
             if key == 'branch_ratio_median':
                 pts = [(b, max(v, FLOOR)) for b, v in pts]
             if pts:
-                ax.plot(*zip(*pts), label=variant, **_style(variant))
+                ax.plot(*zip(*pts), label=' ≈ '.join(group), **_style(group[0]))
         ax.set_xscale('log')
         ax.set_yscale('log')
         ax.set_xlabel('residual blocks (L)')
         ax.set_title(title, fontsize=10)
         ax.grid(True, which='both', alpha=0.3)
     axes[0].axhline(1.0, color='k', lw=0.8, alpha=0.5)
-    axes[0].text(0.02, 0.02, f'zero init: exactly 0, drawn at {FLOOR:g}', transform=axes[0].transAxes, fontsize=8)
-    axes[2].legend(fontsize=8, ncol=2, loc='best')
+    axes[0].text(0.02, 0.02, f'exactly 0 (branch starts at 0): drawn at {FLOOR:g}', transform=axes[0].transAxes,
+                 fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc='center right', fontsize=8, title=f'(≈: within {rtol:.0%} everywhere)',
+               title_fontsize=7)
     fig.suptitle('At initialisation, on real CIFAR-10 images (solid: no batch norm, dashed: batch norm)', fontsize=11)
+    fig.tight_layout(rect=(0, 0, 0.8, 1))
     return _save(fig, path)
 
 
