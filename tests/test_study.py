@@ -96,6 +96,21 @@ def test_training_grid_runs_writes_and_reuses_finished_runs(tmp_path):
     assert '| `paper` |' in table and '| `fixup` |' in table and '3 blocks' in table
 
 
+def test_training_grid_resumes_an_unfinished_run_exactly(tmp_path):
+    train, test = learnable_split(32, 0), learnable_split(16, 1)
+
+    def grid(root, **kw):
+        return run_grid(['paper'], [1], train, test, root, widths=(4, 4, 8), steps=4, stem_chs=4, log_every=1,
+                        eval_every=2, device='cpu', progress=False, recipe_overrides=dict(batch_size=8, **kw))
+    (whole,) = grid(tmp_path / 'a')
+    (stopped,) = grid(tmp_path / 'b', time_limit=1e-9)  # the trainer's time limit: checkpoint at step 1, stop
+    assert stopped['status'] == 'time_limit' and stopped['steps'] == 1
+    (resumed,) = grid(tmp_path / 'b')
+    summary = json.loads((tmp_path / 'b' / 'paper-3blocks' / 'summary.json').read_text())
+    assert summary['status'] == 'completed' and summary['resumed_from'].endswith('step_00000001')
+    assert resumed['curve']['loss'] == whole['curve']['loss'] and resumed['final_test_error'] == whole['final_test_error']
+
+
 def test_training_grid_records_divergence(tmp_path):
     (row,) = _grid(tmp_path, ['standard'], lr=1e12)
     assert row['diverged'] and row['status'] == 'nonfinite_loss' and row['final_test_error'] is None

@@ -66,6 +66,8 @@ def training_table(rows: Sequence[Dict[str, Any]]) -> str:
             return ''
         if r['diverged']:
             return f"diverged (by step {r['diverged_by_step']})"
+        if r['status'] != 'completed':
+            return f"unfinished ({r['status']} at step {r['steps']})"
         return f"{r['final_test_error']:.1f} ({r['final_train_loss']:.2f})"
     lines = ['| variant | what | ' + ' | '.join(f'{d} blocks' for d in depths) + ' |',
              '|---|---|' + '---|' * len(depths)]

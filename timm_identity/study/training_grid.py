@@ -3,17 +3,21 @@
 Each run is one call of the project's own trainer (:func:`timm_identity.train.cifar_trainer.train`): the
 paper's recipe (SGD momentum 0.9, batch 128, lr 0.05, weight decay 1e-4 on conv weights, standard
 augmentation), cut to ``steps`` updates, on data held on the device. Its run folder (``log.jsonl``,
-``summary.json``, one final checkpoint) lands in ``work_dir/<variant>-<blocks>blocks``. A run whose loss
-becomes non-finite is stopped by the trainer and recorded as diverged (with the step). A rerun reuses a
-finished run whose settings are the same, so an interrupted grid continues where it stopped.
+``summary.json``, the newest checkpoint, written at every evaluation) lands in
+``work_dir/<variant>-<blocks>blocks``. A run whose loss becomes non-finite is stopped by the trainer and
+recorded as diverged (with the step). A rerun reuses a finished run whose settings are the same and resumes
+an unfinished one from its checkpoint (the trainer's exact resume), so an interrupted grid continues where
+it stopped; a run folder with other settings is trained again from the start.
 """
 from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
+from ..integrity import DamagedFileError
 from ..train.cifar_trainer import NonFiniteLossError, train
 from .variants import model_kwargs
 
@@ -28,13 +32,24 @@ def run_settings(variant: str, blocks_per_stage: int, widths: Sequence[int], ste
         recipe=recipe, model='allconv_resnet_cifar',
         model_kwargs=model_kwargs(variant, blocks_per_stage, widths, stem_chs),
         steps=steps, seed=seed, eval_every=eval_every, log_every=log_every, device=device,
-        checkpoint_every=steps, keep_checkpoints=1, progress=False, plot=False, **recipe_overrides)
+        checkpoint_every=eval_every, keep_checkpoints=1, progress=False, plot=False, **recipe_overrides)
+
+
+# settings that do not change what a run computes
+_NOT_COMPUTED = ('progress', 'plot', 'checkpoint_every', 'keep_checkpoints')
 
 
 def _same_settings(summary: Dict[str, Any], settings: Dict[str, Any]) -> bool:
     cfg = json.loads(json.dumps(summary.get('config', {})))
     wanted = json.loads(json.dumps(settings))
-    return all(cfg.get(k) == v for k, v in wanted.items() if k != 'progress')
+    return all(cfg.get(k) == v for k, v in wanted.items() if k not in _NOT_COMPUTED)
+
+
+def _resumable(run_dir: Path, settings: Dict[str, Any]) -> bool:
+    """An unfinished run of the same settings with a checkpoint to continue from."""
+    config = run_dir / 'run_config.json'
+    return ((run_dir / 'checkpoints' / 'latest').is_file() and config.is_file()
+            and _same_settings({'config': json.loads(config.read_text())}, settings))
 
 
 def grid_row(variant: str, blocks: int, summary: Dict[str, Any], run_dir: Path) -> Dict[str, Any]:
@@ -89,11 +104,20 @@ def run_grid(
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
         if not (summary and summary.get('status') in ('completed', 'nonfinite_loss')
                 and _same_settings(summary, settings)):
-            if run_dir.exists():  # an unfinished or different run of ours: start it again
+            resume = _resumable(run_dir, settings)
+            if not resume and run_dir.exists():  # a run of other settings, or one with nothing to resume from
                 shutil.rmtree(run_dir)
             try:
-                summary = train({**settings, 'out_dir': str(run_dir)}, train_split=train_split,
-                                test_split=test_split)
+                try:
+                    summary = train({**settings, 'out_dir': str(run_dir), 'resume': str(run_dir) if resume else None},
+                                    train_split=train_split, test_split=test_split)
+                except (DamagedFileError, FileNotFoundError) as e:
+                    if not resume:
+                        raise
+                    warnings.warn(f'cannot resume {run_dir} ({e}); training it again from the start')
+                    shutil.rmtree(run_dir)
+                    summary = train({**settings, 'out_dir': str(run_dir)}, train_split=train_split,
+                                    test_split=test_split)
             except NonFiniteLossError:
                 summary = json.loads(summary_path.read_text())
         rows.append(grid_row(variant, blocks, summary, run_dir))
