@@ -47,7 +47,8 @@ def test_signal_measures_match_a_hand_computation():
     ratios = []
     for block, stride in zip([model.stages[0][0], model.stages[1][0]], (1, 2)):
         c1, c2 = block.conv1, block.conv2
-        branch = F.conv2d(F.relu(F.conv2d(h, c1.weight, c1.bias, stride=stride, padding=1)), c2.weight, c2.bias, padding=1)
+        inner = F.relu(F.conv2d(h, c1.weight, c1.bias, stride=stride, padding=1))
+        branch = F.conv2d(inner, c2.weight, c2.bias, padding=1)
         stream = h if stride == 1 else F.pad(F.avg_pool2d(h, 2), (0, 0, 0, 0, 0, 4))
         ratios.append((branch.norm() / stream.norm()).item())
         h = stream + branch
@@ -108,7 +109,8 @@ def test_training_grid_resumes_an_unfinished_run_exactly(tmp_path):
     (resumed,) = grid(tmp_path / 'b')
     summary = json.loads((tmp_path / 'b' / 'paper-3blocks' / 'summary.json').read_text())
     assert summary['status'] == 'completed' and summary['resumed_from'].endswith('step_00000001')
-    assert resumed['curve']['loss'] == whole['curve']['loss'] and resumed['final_test_error'] == whole['final_test_error']
+    assert resumed['curve']['loss'] == whole['curve']['loss']
+    assert resumed['final_test_error'] == whole['final_test_error']
 
 
 def test_training_grid_records_divergence(tmp_path):

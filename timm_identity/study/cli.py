@@ -162,12 +162,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument('--stem-chs', type=_positive_int, default=16, help='stem output channels')
         p.add_argument('--seed', type=int, default=0, help='model init (and, for train, data order)')
 
-    sig = sub.add_parser('signal', formatter_class=_DefaultsHelpFormatter, help='signal propagation at init (no training)',
+    fmt = _DefaultsHelpFormatter
+    sig = sub.add_parser('signal', formatter_class=fmt, help='signal propagation at init (no training)',
                          description='Per-block ||branch||/||stream||, logit RMS and the gradient norm at the stem '
                                      'of freshly built nets on a batch of real CIFAR-10 training images, for every '
                                      'variant and depth. Writes signal.json, signal.png, signal_table.md.')
     common(sig)
-    sig.add_argument('--variants', nargs='+', choices=sorted(VARIANTS), default=list(SIGNAL_VARIANTS), metavar='VARIANT',
+    sig.add_argument('--variants', nargs='+', choices=sorted(VARIANTS), default=list(SIGNAL_VARIANTS),
+                     metavar='VARIANT',
                      help=f'from: {", ".join(VARIANTS)}')
     sig.add_argument('--blocks-per-stage', type=_positive_int, nargs='+', default=[1, 3, 9, 27, 81],
                      help='blocks in each of the 3 stages (3..243 residual blocks)')
@@ -175,12 +177,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     sig.add_argument('--images', type=_positive_int, default=128, help='CIFAR-10 training images in the batch')
     sig.set_defaults(func=run_signal)
 
-    tr = sub.add_parser('train', formatter_class=_DefaultsHelpFormatter, help='short training runs over variant x depth',
+    tr = sub.add_parser('train', formatter_class=fmt, help='short training runs over variant x depth',
                         description="Train every variant at every depth with the project's trainer and the paper's "
                                     'recipe (SGD momentum 0.9, batch 128, lr 0.05, wd 1e-4 on conv weights), the same '
                                     'steps, data order and seed for all; report the test error after the budget and '
-                                    'whether the loss diverged. Default: widths 16/32/64, 1 and 3 blocks per stage, 200 '
-                                    'steps, the first 2,000 test images (about 40 min on 2 shared CPU cores). --full: the '
+                                    'whether the loss diverged. Default: widths 16/32/64, 1 and 3 blocks per stage, '
+                                    '200 steps, the first 2,000 test images (about 40 min on 2 shared CPU cores). '
+                                    '--full: the '
                                     "paper's net (widths 64/128/256, 9 blocks per stage) and full recipe (60k steps, "
                                     'lr x0.1 at 30k and 50k) on the full test set, on a GPU.')
     common(tr)
@@ -191,14 +194,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument('--widths', type=_positive_int, nargs=3, default=list(REDUCED_WIDTHS),
                     help='stage widths (ignored with --full: 64 128 256)')
     tr.add_argument('--steps', type=_positive_int, help='updates per run (default 200; --full: 60000)')
-    tr.add_argument('--eval-every', type=_positive_int, help='test evaluations every N steps (default steps/2; --full: 2000)')
+    tr.add_argument('--eval-every', type=_positive_int,
+                    help='test evaluations (and checkpoints) every N steps (default steps/2; --full: 2000)')
     tr.add_argument('--log-every', type=_positive_int, default=25, help='training-loss record every N steps')
     tr.add_argument('--test-images', type=_positive_int, default=2000,
                     help='evaluate on the first N official test images (--full: all 10,000)')
-    tr.add_argument('--work-dir', default='runs/study', help='run folders (log.jsonl, summary.json, checkpoint); '
-                                                             'finished runs with the same settings are reused')
+    tr.add_argument('--work-dir', default='runs/study', help='run folders (log.jsonl, summary.json, checkpoint): '
+                                                             'finished runs with the same settings are reused, unfinished ones resumed')
     tr.add_argument('--device', help="'auto' (default: cuda if available), 'cpu', 'cuda' (--full default)")
     tr.add_argument('--name', help="file stem of the results (default 'training'; --full: 'training_full')")
     tr.add_argument('--full', action='store_true',
-                    help="the paper's net and recipe: widths 64/128/256, 9 blocks per stage, 60k steps, full test set, cuda")
+                    help="the paper's net and recipe: widths 64/128/256, 9 blocks per stage, 60k steps, "
+                         "full test set, cuda")
     tr.set_defaults(func=run_train)

@@ -99,8 +99,8 @@ def plot_training(rows: Sequence[Dict[str, Any]], path: str | Path) -> Path:
         for r in (r for r in rows if r['blocks'] == blocks):
             style = {**_style(r['variant']), 'marker': None}
             if r['curve']['step']:
-                ax.plot(r['curve']['step'], r['curve']['loss'], label=r['variant'] + (' (diverged)' if r['diverged'] else ''),
-                        **style)
+                label = r['variant'] + (' (diverged)' if r['diverged'] else '')
+                ax.plot(r['curve']['step'], r['curve']['loss'], label=label, **style)
         ax.set_yscale('log')
         ax.set_title(f'{blocks} residual blocks: training loss', fontsize=10)
         ax.set_xlabel('step')
