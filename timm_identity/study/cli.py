@@ -199,8 +199,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument('--log-every', type=_positive_int, default=25, help='training-loss record every N steps')
     tr.add_argument('--test-images', type=_positive_int, default=2000,
                     help='evaluate on the first N official test images (--full: all 10,000)')
-    tr.add_argument('--work-dir', default='runs/study', help='run folders (log.jsonl, summary.json, checkpoint): '
-                                                             'finished runs with the same settings are reused, unfinished ones resumed')
+    tr.add_argument('--work-dir', default='runs/study',
+                    help='run folders (log.jsonl, summary.json, checkpoint): finished runs with the same settings '
+                         'are reused, unfinished ones resumed')
     tr.add_argument('--device', help="'auto' (default: cuda if available), 'cpu', 'cuda' (--full default)")
     tr.add_argument('--name', help="file stem of the results (default 'training'; --full: 'training_full')")
     tr.add_argument('--full', action='store_true',
