@@ -65,7 +65,7 @@ def training_table(rows: Sequence[Dict[str, Any]]) -> str:
         if r is None:
             return ''
         if r['diverged']:
-            return f"diverged (by step {r['diverged_by_step']})"
+            return f"diverged (loss non-finite at step {r['diverged_at_step']})"
         if r['status'] != 'completed':
             return f"unfinished ({r['status']} at step {r['steps']})"
         return f"{r['final_test_error']:.1f} ({r['final_train_loss']:.2f})"
@@ -112,7 +112,7 @@ def run_train(args: argparse.Namespace) -> int:
         widths, blocks, steps = PAPER_WIDTHS, args.blocks_per_stage or [9], args.steps or 60_000
         eval_every, test_images, device, recipe_overrides = args.eval_every or 2_000, None, args.device or 'cuda', {}
     else:
-        widths, blocks, steps = args.widths, args.blocks_per_stage or [1, 3], args.steps or 200
+        widths, blocks, steps = args.widths, args.blocks_per_stage or [1, 3, 6], args.steps or 200
         eval_every, test_images, device = args.eval_every or max(1, steps // 2), args.test_images, args.device or 'auto'
         recipe_overrides = {}
     name = args.name or ('training_full' if args.full else 'training')
@@ -181,8 +181,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         description="Train every variant at every depth with the project's trainer and the paper's "
                                     'recipe (SGD momentum 0.9, batch 128, lr 0.05, wd 1e-4 on conv weights), the same '
                                     'steps, data order and seed for all; report the test error after the budget and '
-                                    'whether the loss diverged. Default: widths 16/32/64, 1 and 3 blocks per stage, '
-                                    '200 steps, the first 2,000 test images (about 40 min on 2 shared CPU cores). '
+                                    'whether the loss diverged. Default: widths 16/32/64, 1, 3 and 6 blocks per stage, '
+                                    '200 steps, the first 2,000 test images (about 45 min on 2 CPU cores). '
                                     '--full: the '
                                     "paper's net (widths 64/128/256, 9 blocks per stage) and full recipe (60k steps, "
                                     'lr x0.1 at 30k and 50k) on the full test set, on a GPU.')
@@ -190,7 +190,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument('--variants', nargs='+', choices=sorted(VARIANTS), default=list(TRAIN_VARIANTS), metavar='VARIANT',
                     help=f'from: {", ".join(VARIANTS)}')
     tr.add_argument('--blocks-per-stage', type=_positive_int, nargs='+',
-                    help='blocks in each of the 3 stages (default 1 3; --full: 9)')
+                    help='blocks in each of the 3 stages (default 1 3 6; --full: 9)')
     tr.add_argument('--widths', type=_positive_int, nargs=3, default=list(REDUCED_WIDTHS),
                     help='stage widths (ignored with --full: 64 128 256)')
     tr.add_argument('--steps', type=_positive_int, help='updates per run (default 200; --full: 60000)')

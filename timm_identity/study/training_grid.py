@@ -12,6 +12,7 @@ it stopped; a run folder with other settings is trained again from the start.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -52,13 +53,20 @@ def _resumable(run_dir: Path, settings: Dict[str, Any]) -> bool:
             and _same_settings({'config': json.loads(config.read_text())}, settings))
 
 
+def _first_nonfinite_step(summary: Dict[str, Any]) -> Optional[int]:
+    """The update whose loss was first non-finite, from the trainer's message ('... at step N ...'); else
+    the last logged step (the trainer saw it by then)."""
+    match = re.search(r'at step (\d+)', summary.get('message', ''))
+    return int(match.group(1)) if match else summary['steps']
+
+
 def grid_row(variant: str, blocks: int, summary: Dict[str, Any], run_dir: Path) -> Dict[str, Any]:
     """One table row (and the curves) from a finished run's ``summary.json`` and ``log.jsonl``."""
     records = [json.loads(line) for line in (run_dir / 'log.jsonl').read_text().splitlines() if line.strip()]
     diverged = summary['status'] == 'nonfinite_loss'
     return {
         'variant': variant, 'blocks': blocks, 'status': summary['status'], 'diverged': diverged,
-        'diverged_by_step': summary['steps'] if diverged else None,
+        'diverged_at_step': _first_nonfinite_step(summary) if diverged else None,
         'steps': summary['steps'], 'target_steps': summary['target_steps'],
         'final_test_error': None if diverged else summary['final_test_error'],
         'best_test_error': summary['best_test_error'],
