@@ -65,12 +65,13 @@ def plot_signal(records: Sequence[Dict[str, Any]], path: str | Path, rtol: float
             group.append(variant)
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
     for ax, (key, title) in zip(axes, panels):
-        for group in groups:
+        for i, group in enumerate(groups):
             pts = [(r['blocks'], r[key]) for r in curves[group[0]] if r[key] is not None]
             if key == 'branch_ratio_median':
                 pts = [(b, max(v, FLOOR)) for b, v in pts]
-            if pts:
-                ax.plot(*zip(*pts), label=' ≈ '.join(group), **_style(group[0]))
+            if pts:  # earlier groups on top, later ones with bigger markers: a line that coincides stays visible
+                style = {**_style(group[0]), 'marker': 'osD^v<>p'[i % 8], 'ms': 3.5 + 1.2 * i, 'zorder': 20 - i}
+                ax.plot(*zip(*pts), label=' ≈ '.join(group), **style)
         ax.set_xscale('log')
         ax.set_yscale('log')
         ax.set_xlabel('residual blocks (L)')
