@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     'timm_identity.train.evaluate',
     'timm_identity.hub.cli',
     'timm_identity.theory.cli',
+    'timm_identity.study.cli',
     'timm_identity.run_script',
 )
 

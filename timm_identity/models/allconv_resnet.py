@@ -91,7 +91,15 @@ class AllConvResNet(nn.Module):
         global_pool: timm pool type for the head ('avg' in the paper; '' to keep the spatial map).
         head: 'fixed' (the paper's untrained random projection) or 'linear' (trainable, for fine-tuning).
         head_seed: seed of the fixed projection.
-        init: residual conv init, 'paper' (sigma = 1/(k^2 c)), 'standard' (1/(k sqrt c)) or 'zero'.
+        init: residual conv init, 'paper' (sigma = 1/(k^2 c)), 'standard' (1/(k sqrt c)), 'zero', or 'fixup'
+            (Fixup, Zhang et al. 2019: see ``AllConvResidualBlock``; L = sum(depths). Its zero-init of the
+            classifier applies to a trainable ``head='linear'`` (weight and bias start at 0); the paper's
+            fixed random projection is never trained, so it stays as it is: zero would give zero logits
+            forever. Fixup's network-level scalar biases (after the stem's ReLU, before the classifier) are
+            left out: our stem has no ReLU and its per-channel bias, and the linear head's bias, already
+            cover them).
+        branch_gate: SkipInit / ReZero gate, ``shortcut(x) + alpha * branch(x)`` with a learnable scalar
+            ``alpha`` per block starting at 0 (off in the paper).
         shortcut: 'avgpool' (average pool + zero channel padding, the paper's) or 'proj' (1x1 conv).
         norm_layer: optional norm after each residual conv (an ablation; None in the paper).
         conv_bias: biases on the convs (ours: yes, zero-initialised; the paper does not say).
@@ -117,6 +125,7 @@ class AllConvResNet(nn.Module):
             norm_layer: Optional[Union[str, Callable[[int], nn.Module]]] = None,
             conv_bias: bool = True,
             drop_rate: float = 0.,
+            branch_gate: bool = False,
     ):
         super().__init__()
         if not (len(depths) == len(widths) == len(strides)):
@@ -140,12 +149,14 @@ class AllConvResNet(nn.Module):
 
         stages = []
         prev_chs = stem_chs
+        num_blocks = sum(depths)
         for stage_idx, (depth, width, stride) in enumerate(zip(depths, widths, strides)):
             blocks = []
             for block_idx in range(depth):
                 blocks.append(AllConvResidualBlock(
                     prev_chs, width, stride=stride if block_idx == 0 else 1, kernel_size=kernel_size,
                     bias=conv_bias, shortcut=shortcut, init=init, norm_layer=norm_layer,
+                    branch_gate=branch_gate, num_blocks=num_blocks,
                 ))
                 prev_chs = width
             reduction *= stride
@@ -159,6 +170,9 @@ class AllConvResNet(nn.Module):
         self.global_pool = _create_pool(global_pool)
         self.head_drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.fc = create_classifier(self.num_features * self.global_pool.feat_mult(), num_classes, head, head_seed)
+        if init == 'fixup' and isinstance(self.fc, nn.Linear):  # Fixup: the (trainable) classifier starts at 0
+            nn.init.zeros_(self.fc.weight)
+            nn.init.zeros_(self.fc.bias)
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
