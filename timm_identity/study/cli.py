@@ -108,6 +108,7 @@ def run_train(args: argparse.Namespace) -> int:
     from timm_identity.data.cifar import CifarSplit
     from .plots import plot_training
     from .training_grid import run_grid
+    from timm_identity.train.cifar_trainer import resolve_device
     if args.full:
         widths, blocks, steps = PAPER_WIDTHS, args.blocks_per_stage or [9], args.steps or 60_000
         eval_every, test_images, device, recipe_overrides = args.eval_every or 2_000, None, args.device or 'cuda', {}
@@ -117,6 +118,7 @@ def run_train(args: argparse.Namespace) -> int:
         recipe_overrides = {}
     name = args.name or ('training_full' if args.full else 'training')
     try:
+        resolve_device(device)  # a device this machine lacks is an error before any data is read
         train_split, test_split = _load(args, 'train'), _load(args, 'test')
     except (FileNotFoundError, ValueError) as e:
         print(f'timm-identity study train: error: {e}', file=sys.stderr)

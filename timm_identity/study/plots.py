@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter  # noqa: E402
 
 FLOOR = 1e-9  # where an exact 0 (zero init: every branch is 0) is drawn on a log axis
 
@@ -103,6 +104,8 @@ def plot_training(rows: Sequence[Dict[str, Any]], path: str | Path) -> Path:
                 label = r['variant'] + (' (diverged)' if r['diverged'] else '')
                 ax.plot(r['curve']['step'], r['curve']['loss'], label=label, **style)
         ax.set_yscale('log')
+        for axis in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):  # 1.8, not 1.8 x 10^0
+            axis(FormatStrFormatter('%.1f'))
         ax.set_title(f'{blocks} residual blocks: training loss', fontsize=10)
         ax.set_xlabel('step')
         ax.grid(True, which='both', alpha=0.3)
