@@ -138,6 +138,8 @@ def test_cli_signal_and_train_write_their_results(tiny_release, tmp_path, capsys
                      '--work-dir', str(tmp_path / 'runs')]) == 0
     result = json.loads((out / 'training.json').read_text())
     assert [r['variant'] for r in result['rows']] == ['paper', 'gate'] and result['rows'][0]['test_images'] == 5
+    assert result['runs_wall_time_s'] == pytest.approx(sum(r['wall_time_s'] for r in result['rows']))
+    assert result['runs_wall_time_s'] > 0
     assert (out / 'training.png').stat().st_size > 0 and '| `gate` |' in (out / 'training_table.md').read_text()
     assert not [p for p in out.iterdir() if p.name.startswith('.')]  # no temporary files left
     capsys.readouterr()

@@ -94,7 +94,7 @@ def plot_training(rows: Sequence[Dict[str, Any]], path: str | Path) -> Path:
     depth (bars; an 'x' marks a run that diverged)."""
     depths = sorted({r['blocks'] for r in rows})
     variants = list(dict.fromkeys(r['variant'] for r in rows))
-    fig = plt.figure(figsize=(5 * len(depths), 8.5))
+    fig = plt.figure(figsize=(max(5 * len(depths), 10), 8.5))  # wide enough for the title with one depth
     grid = fig.add_gridspec(2, len(depths))
     for col, blocks in enumerate(depths):
         ax = fig.add_subplot(grid[0, col])
