@@ -3,7 +3,7 @@ import os
 from pathlib import Path
 from typing import Optional, Union
 
-__all__ = ['atomic_write_text', 'new_file_mode', 'set_new_file_mode']
+__all__ = ['atomic_write_text', 'atomic_savefig', 'new_file_mode', 'set_new_file_mode']
 
 
 def atomic_write_text(path: Union[str, os.PathLike], text: str, tmp_name: Optional[str] = None) -> None:
@@ -17,6 +17,19 @@ def atomic_write_text(path: Union[str, os.PathLike], text: str, tmp_name: Option
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def atomic_savefig(fig, path: Union[str, os.PathLike], dpi: int) -> Path:
+    """Save a matplotlib figure as ``path`` (PNG) through a temporary file in the same folder (created if
+    needed), then close the figure: a reader never sees half a PNG."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}.png')
+    fig.savefig(tmp, dpi=dpi)
+    import matplotlib.pyplot as plt  # already imported by whoever made ``fig``
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
 
 
 def _umask() -> int:

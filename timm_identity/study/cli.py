@@ -8,23 +8,16 @@ net and recipe, for a GPU). Every file is written under a temporary name and ren
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, Sequence
 
 from ..atomic_io import atomic_write_text
-from ..theory.cli import _DefaultsHelpFormatter, _environment, _positive_int  # the theory command's helpers
+from ..theory.cli import _DefaultsHelpFormatter, _environment, _positive_int, _write_json  # shared with theory
 from .variants import PAPER_WIDTHS, REDUCED_WIDTHS, SIGNAL_VARIANTS, TRAIN_VARIANTS, VARIANTS
 
 __all__ = ['add_parser', 'signal_table', 'training_table']
-
-
-def _write_json(path: Path, payload: Dict[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(payload, indent=1) + '\n')
-    return path
 
 
 def _load(args: argparse.Namespace, split: str):
@@ -111,11 +104,10 @@ def run_train(args: argparse.Namespace) -> int:
     from timm_identity.train.cifar_trainer import resolve_device
     if args.full:
         widths, blocks, steps = PAPER_WIDTHS, args.blocks_per_stage or [9], args.steps or 60_000
-        eval_every, test_images, device, recipe_overrides = args.eval_every or 2_000, None, args.device or 'cuda', {}
+        eval_every, test_images, device = args.eval_every or 2_000, None, args.device or 'cuda'
     else:
         widths, blocks, steps = args.widths, args.blocks_per_stage or [1, 3, 6], args.steps or 200
         eval_every, test_images, device = args.eval_every or max(1, steps // 2), args.test_images, args.device or 'auto'
-        recipe_overrides = {}
     name = args.name or ('training_full' if args.full else 'training')
     try:
         resolve_device(device)  # a device this machine lacks is an error before any data is read
@@ -129,7 +121,7 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         rows = run_grid(args.variants, blocks, train_split, test_split, Path(args.work_dir), widths, steps,
                         stem_chs=args.stem_chs, seed=args.seed, eval_every=eval_every, log_every=args.log_every,
-                        device=device, recipe_overrides=recipe_overrides)
+                        device=device)
     except ValueError as e:  # e.g. --device cuda on a machine without one
         print(f'timm-identity study train: error: {e}', file=sys.stderr)
         return 2

@@ -1,7 +1,6 @@
 """Figures of the study (matplotlib, Agg backend: no display needed), written atomically."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Dict, Sequence
 
@@ -11,19 +10,15 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FormatStrFormatter  # noqa: E402
 
+from ..atomic_io import atomic_savefig  # noqa: E402
+
 FLOOR = 1e-9  # where an exact 0 (zero init: every branch is 0) is drawn on a log axis
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if not fig.get_layout_engine():
         fig.tight_layout()
-    tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}.png')
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return atomic_savefig(fig, path, dpi=110)
 
 
 def _style(variant: str) -> Dict[str, Any]:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import sys
 import time
@@ -11,12 +10,13 @@ from pathlib import Path
 
 import torch
 
+from ..atomic_io import atomic_write_text
 from . import expressivity, linear, plots
 
 
 def _write_json(path: Path, payload: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=1, default=float) + '\n')
+    atomic_write_text(path, json.dumps(payload, indent=1, default=float) + '\n')
     return path
 
 

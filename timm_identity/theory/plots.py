@@ -10,14 +10,12 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..atomic_io import atomic_savefig  # noqa: E402
+
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return atomic_savefig(fig, path, dpi=130)
 
 
 def plot_norm_decay(curves: Sequence[dict], path: str | Path) -> Path:

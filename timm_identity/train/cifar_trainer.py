@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..atomic_io import atomic_savefig
 from ..integrity import DamagedFileError, check_weights_file
 from ..model_kwargs import parse_model_kwargs
 from .checkpoint import (
@@ -283,10 +284,7 @@ def plot_curves(records: Sequence[Dict[str, Any]], path: Path, title: str = '') 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}.png')
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    atomic_savefig(fig, path, dpi=100)
 
 
 def _hub_config_writer(model, cfg, mean, std, classes, step):
