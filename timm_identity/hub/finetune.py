@@ -185,7 +185,6 @@ def finetune(args: argparse.Namespace) -> Dict[str, Any]:
 
     if args.output:
         from .export import export_model
-        architecture = source_cfg.get('architecture')
         src_tag = source_cfg.get('tag') or 'model'
         dataset_key = (args.dataset.split('/')[-1] if args.dataset else Path(args.data_dir).name) or 'data'
         tag = args.tag or f'{src_tag}_ft_{dataset_key}'

@@ -9,8 +9,6 @@ and the token valid, ``create_repo(exist_ok=True)``, the branch for ``--revision
 and one ``upload_folder`` commit holding exactly the files that ``--dry-run`` lists.
 """
 import json
-import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Union

@@ -10,7 +10,7 @@ normalisation) are options here, for the study in :mod:`timm_identity.study`: a 
 (``branch_gate=True``) and Fixup (``init='fixup'``). Both are off by default.
 """
 import math
-from typing import Callable, Optional, Union
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
