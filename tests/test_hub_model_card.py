@@ -12,7 +12,8 @@ from hub_testutil import MODEL_CARD_TEMPLATE, RESUMED_SUMMARY_CSV
 
 
 def _info(**kwargs):
-    base = dict(architecture='allconv_resnet_cifar', tag='cifar10', repo_id='timm-identity/allconv_resnet_cifar.cifar10',
+    base = dict(architecture='allconv_resnet_cifar', tag='cifar10',
+                repo_id='timm-identity/allconv_resnet_cifar.cifar10',
                 num_classes=10, num_params=13546816, num_fixed=2560, dataset='cifar10',
                 metrics=[Metric('error', 6.38, 1, 'final'), Metric('error', 6.1, 1, 'best during training')],
                 training=TrainingRecord(eval_split='test', eval_images=10000))
@@ -79,8 +80,9 @@ def test_read_summary_json_and_timm_csv(tmp_path):
     csv.write_text('epoch,train_loss,eval_loss,eval_top1,eval_top5\n0,2.0,1.9,60.0,90.0\n1,1.5,1.2,75.5,95.0\n'
                    '2,1.4,1.3,74.0,94.0\n')
     read = read_summary(csv)
-    assert [(m.topk, m.which, m.accuracy) for m in read.metrics] == [
-        (1, 'final', 74.0), (5, 'final', 94.0), (1, 'best during training', 75.5), (5, 'best during training', 95.0)]
+    assert [(m.topk, m.which, m.accuracy, m.step) for m in read.metrics] == [
+        (1, 'final', 74.0, 2), (5, 'final', 94.0, 2), (1, 'best during training', 75.5, 1),
+        (5, 'best during training', 95.0, 1)]
     assert read.details == {'final epoch': 2, 'best epoch': 1} and read.training.length == '3 epochs (summary.csv)'
     assert read.training.eval_split is None  # no args.yaml beside it: the split is not recorded
 
@@ -133,3 +135,37 @@ def test_card_says_only_what_the_source_records():
     assert '- **Evaluated on:** CIFAR-10 `validation` split, 200 images (count from /data/_info.json)' in card.text
     assert '| CIFAR-10 `validation` split, 200 images |' in card.text
     assert '- **Command:** not recorded' in card.text and '- **Length:** 3 epochs' in card.text
+
+
+def test_model_index_lists_only_results_of_these_weights(tmp_path):
+    """A best test error at another step than the exported weights is in the text (with its step and the
+    split it was picked on), never in the model-index metadata."""
+    p = tmp_path / 'summary.json'
+    p.write_text(json.dumps(dict(final_test_error=8.0, final_step=3000, best_test_error=7.5, best_step=2500,
+                                 test_images=10000, steps=3000)))
+    read = read_summary(p)
+    assert [(m.which, m.step, m.of_these_weights) for m in read.metrics] == [
+        ('final', 3000, True), ('best during training', 2500, False)]
+    card = ModelCard(render_model_card(_info(metrics=read.metrics, training=read.training), None))
+    assert [(e.metric_name, e.metric_value) for e in card.data.eval_results] == [('Top-1 accuracy (final)', 92.0)]
+    assert '| final, step 3,000 | 8.00 | 92.00 | - |' in card.text
+    assert ('| best during training, step 2,500 (picked by its test split error): other weights than these '
+            '| 7.50 | 92.50 | - |') in card.text
+    assert "Only the rows measured on these weights are in the card's metadata" in card.text
+
+    p.write_text(json.dumps(dict(final_test_error=8.0, final_step=3000, best_test_error=8.0, best_step=3000)))
+    assert all(m.of_these_weights for m in read_summary(p).metrics)  # the best is the final step: these weights
+
+
+def test_card_usage_names_the_package_and_only_what_it_installs():
+    import importlib
+    import re
+    text = ModelCard(render_model_card(_info(), None)).text
+    assert 'https://github.com/timm-identity/timm-identity' in text
+    assert 'must be imported before `timm.create_model` is given one of its names, `hf-hub:` names included' in text
+    blocks = '\n'.join(re.findall(r'```.*?```', text, flags=re.S))
+    assert 'import timm_identity' in blocks and 'tools/' not in text
+    modules = set(re.findall(r'(?:python -m |import )(timm_identity[\w.]*)', text))
+    assert modules == {'timm_identity', 'timm_identity.hub.finetune'}
+    for module in modules:  # each is part of the installed package
+        importlib.import_module(module)

@@ -11,7 +11,7 @@ import torch
 
 from timm_identity.hub import publish as publish_mod
 from timm_identity.hub.export import export_checkpoint
-from timm_identity.hub.publish import PublishError, collect_upload, publish
+from timm_identity.hub.publish import PublishError, check_repo_names, collect_upload, publish
 
 from hub_testutil import TINY, tiny_checkpoint, write_model_card
 
@@ -24,7 +24,7 @@ def folder(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('pub')
     ckpt, _, summary = tiny_checkpoint(tmp)
     return export_checkpoint(ckpt, tmp / 'export', arch='allconv_resnet_cifar.cifar10', model_args=TINY,
-                             summary=summary, model_card=write_model_card(tmp))
+                             summary=summary, model_card=write_model_card(tmp), repo_id='me/model')
 
 
 class NoNetwork:
@@ -147,3 +147,36 @@ def test_publish_flow_with_recorded_api(folder, monkeypatch):
     assert upload['revision'] == 'v1' and upload['repo_id'] == 'me/model'
     assert sorted(upload['allow_patterns']) == ['README.md', 'config.json', 'model.safetensors']
     assert FAKE_TOKEN not in '\n'.join(out)
+
+
+def test_refuses_a_folder_exported_for_another_repo(folder, monkeypatch, tmp_path):
+    """config.json's hf_hub_id and the card's hf-hub: names must be the repo it goes to."""
+    monkeypatch.setattr(publish_mod, 'HfApi', NoNetwork)
+    config = json.loads((folder / 'config.json').read_text())
+    assert config['pretrained_cfg']['hf_hub_id'] == 'me/model'
+    assert 'hf-hub:me/model' in (folder / 'README.md').read_text()
+    check_repo_names(folder, 'me/model')  # the repo it was exported for
+    with pytest.raises(PublishError) as e:
+        publish(folder, 'other/model', dry_run=True, token=FAKE_TOKEN, endpoint=CLOSED, echo=lambda s: None)
+    message = str(e.value)
+    assert "exported for 'me/model'" in message and '--repo-id other/model --output DIR' in message
+    assert 'Nothing was uploaded' in message
+    card_only = _copy(folder, tmp_path / 'card_only')  # a card that names another repo than config.json
+    readme = card_only / 'README.md'
+    readme.write_text(readme.read_text().replace('hf-hub:me/model', 'hf-hub:someone/else'))
+    with pytest.raises(PublishError, match="exported for 'someone/else'"):
+        check_repo_names(card_only, 'me/model')
+
+
+def test_refuses_symlinks(folder, tmp_path):
+    """A symlinked file (e.g. to a token file outside the folder) is never uploaded."""
+    linked = _copy(folder, tmp_path / 'linked')
+    secret = tmp_path / 'token.txt'
+    secret.write_text('hf_secret')
+    (linked / 'notes.txt').symlink_to(secret)
+    with pytest.raises(PublishError, match='notes.txt: a symbolic link'):
+        collect_upload(linked)
+    inner = _copy(folder, tmp_path / 'inner')
+    (inner / 'extra.md').symlink_to(inner / 'README.md')  # even one that stays inside
+    with pytest.raises(PublishError, match='extra.md: a symbolic link'):
+        collect_upload(inner)

@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
         description='Hardt & Ma, "Identity Matters in Deep Learning" (ICLR 2017) as timm models, '
                     'trainers and runnable theory.',
     )
+    from timm_identity import __version__
+    parser.add_argument('--version', action='version', version=f'timm-identity {__version__}')
     subparsers = parser.add_subparsers(dest='command', metavar='COMMAND')
     subparsers.required = True
     for module_name in COMMAND_MODULES:

@@ -81,8 +81,9 @@ def add_parser(subparsers) -> None:
                     'Written under a temporary name, reloaded and checked, then renamed into place.',
         epilog=EXPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('checkpoint', help='a train-cifar run folder (newest checkpoint + its summary.json), its '
-                                      'summary.json, a timm train.py run folder (model_best.pth.tar + summary.csv), a checkpoint or '
-                                      'Hub-form folder (model.safetensors + config.json), a .safetensors state dict, or a torch checkpoint (.pth.tar, '
+                                      'summary.json, a timm train.py run folder (model_best.pth.tar + '
+                                      'summary.csv), a checkpoint or Hub-form folder (model.safetensors + '
+                                      'config.json), a .safetensors state dict, or a torch checkpoint (.pth.tar, '
                                       '.pth; read with weights_only=True)')
     p.add_argument('--arch', help='model name, optionally with the tag: allconv_resnet_cifar.cifar10 (default: '
                                   'from the checkpoint/summary)')

@@ -60,7 +60,11 @@ def hub_configs_dir() -> Path:
 
 
 def default_model_card_path() -> Path:
-    """``MODEL_CARD.md`` at the root of the source checkout the package runs from."""
+    """The common model card body: ``MODEL_CARD.md`` installed beside this module (a wheel install), else the
+    one at the root of the source checkout the package runs from (an editable install or ``PYTHONPATH``)."""
+    installed = Path(__file__).resolve().parent / 'MODEL_CARD.md'
+    if installed.is_file():
+        return installed
     return Path(__file__).resolve().parents[2] / 'MODEL_CARD.md'
 
 
@@ -233,7 +237,29 @@ def _metrics_of_these_weights(rows: Optional[List[Dict[str, Any]]], epoch: Optio
     if row is None or row is evaluated[-1] or row is max(evaluated, key=lambda r: r['eval_top1']):
         return []
     which = f'these weights (epoch {epoch})'
-    return [Metric('accuracy', row[k], topk, which) for k, topk in (('eval_top1', 1), ('eval_top5', 5)) if k in row]
+    return [Metric('accuracy', row[k], topk, which, step=epoch, step_unit='epoch')
+            for k, topk in (('eval_top1', 1), ('eval_top5', 5)) if k in row]
+
+
+def _check_summary_fits(path: Path, raw: Dict[str, Any], meta: Dict[str, Any], state_dict) -> None:
+    """An explicit train-cifar ``summary.json`` must describe the exported checkpoint: the same dataset (and so
+    number of classes) and the same step; otherwise its metrics and dataset would go on the wrong card."""
+    config = raw.get('config') if isinstance(raw.get('config'), dict) else {}
+    dataset = raw.get('dataset') or config.get('dataset')
+    problems = []
+    own = (meta.get('train_config') or {}).get('dataset')
+    if dataset and own and dataset != own:
+        problems.append(f'it is of a {dataset} run, the checkpoint of a {own} run')
+    classes = {'cifar10': 10, 'cifar100': 100}.get(dataset)
+    if classes and 'fc.weight' in state_dict and int(state_dict['fc.weight'].shape[0]) != classes:
+        problems.append(f'its dataset {dataset} has {classes} classes, the checkpoint '
+                        f'{int(state_dict["fc.weight"].shape[0])}')
+    step = raw.get('final_step') if raw.get('final_step') is not None else raw.get('steps')
+    if isinstance(step, int) and meta.get('step') is not None and step != meta['step']:
+        problems.append(f'its final evaluation is of step {step}, the checkpoint is step {meta["step"]}')
+    if problems:
+        raise ExportError(f'--summary {path} does not describe this checkpoint: ' + '; '.join(problems)
+                          + '. Pass the summary.json of the run that wrote the checkpoint, or none.')
 
 
 def _infer_model_args(state_dict: Dict[str, torch.Tensor]) -> Dict[str, Any]:
@@ -429,10 +455,17 @@ def export_checkpoint(
     if summary:
         read = read_summary(summary)
         metrics, details, training, raw_summary = read.metrics, read.details, read.training, read.raw
+        # given with --summary: it must be this checkpoint's run, as a found one is
+        if found_summary is None or Path(summary).resolve() != Path(found_summary).resolve():
+            _check_summary_fits(Path(summary), raw_summary, meta, state_dict)
     elif meta.get('train_config'):  # a train-cifar checkpoint folder without its run's summary
         training = train_cifar_record(meta['train_config'], meta.get('step'))
     training.weights_from = _weights_from(weights, meta)
     metrics += _metrics_of_these_weights(raw_summary.get('rows'), meta.get('epoch'))
+    weights_step = meta['step'] if meta.get('step') is not None else meta.get('epoch')
+    for m in metrics:  # the model-index lists only what was measured on the exported weights themselves
+        if m.step is not None:
+            m.of_these_weights = weights_step is not None and m.step == weights_step
     arch = arch or meta.get('arch') or raw_summary.get('architecture') or raw_summary.get('model')
     if not arch:
         raise ExportError('Which architecture? Pass --arch (e.g. allconv_resnet_cifar.cifar10); the checkpoint '

@@ -37,8 +37,10 @@ _logger = logging.getLogger(__name__)
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog='tools/finetune.py', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog='example:\n  python tools/finetune.py --model allconv_resnet_cifar.cifar10 --dataset torch/cifar100 '
+        prog='python -m timm_identity.hub.finetune', description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog='example:\n  python -m timm_identity.hub.finetune --model allconv_resnet_cifar.cifar10 '
+               '--dataset torch/cifar100 '
                '\\\n      --data-dir data/ --epochs 10 --lr 0.01 --output export/allconv_resnet_cifar.cifar100_ft')
     g = p.add_argument_group('model')
     g.add_argument('--model', default='allconv_resnet_cifar.cifar10',
@@ -122,6 +124,14 @@ def finetune(args: argparse.Namespace) -> Dict[str, Any]:
             val_set = create_dataset(args.dataset, root=args.data_dir, split=args.val_split, **split_kw)
         except Exception as e:  # no val split: train only, say so
             _logger.warning(f'No {args.val_split!r} split ({e}); training without evaluation.')
+        if val_set is not None and not args.dataset:  # an image folder: index val/ by train/'s classes
+            val_names = _class_names(val_set) or []
+            unknown = sorted(set(val_names) - set(class_names))
+            if unknown:
+                raise ValueError(f'{args.val_split}/ has classes that {args.train_split}/ lacks: {unknown}')
+            if val_names != class_names:
+                val_set = create_dataset(args.dataset, root=args.data_dir, split=args.val_split,
+                                         class_map={name: i for i, name in enumerate(class_names)}, **split_kw)
 
     model = build_model(args, len(class_names)).to(device)
     source_cfg = dict(model.pretrained_cfg)
@@ -215,3 +225,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f'error: {e}', file=sys.stderr)
         return 2
     return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -45,6 +45,9 @@ DATASET_ALIASES = {'cifar-10': 'cifar10', 'cifar-100': 'cifar100', 'imagenet': '
 PLACEHOLDERS = ('model_name', 'architecture', 'tag', 'repo_id', 'dataset', 'dataset_id', 'num_classes',
                 'num_params', 'weights_dtype', 'metrics_table', 'usage', 'model_details')
 
+SOURCE_URL = 'https://github.com/timm-identity/timm-identity'
+IMPORT_NOTE = 'registers the architecture with timm: import it before create_model, hf-hub: names included'
+
 PAPER = 'Hardt & Ma, *Identity Matters in Deep Learning*, ICLR 2017 ([arXiv:1611.04231](https://arxiv.org/abs/1611.04231))'
 
 
@@ -61,11 +64,16 @@ def dataset_info(dataset: Optional[str]) -> Dict[str, str]:
 @dataclass
 class Metric:
     """A measured number. ``kind`` 'error' or 'accuracy' (percent); 'top1' / 'top5'; ``which`` a label
-    such as 'final' or 'best during training'."""
+    such as 'final' or 'best during training'; ``step`` the training step (or epoch, for timm train.py) whose
+    weights were measured, if known; ``of_these_weights``: measured on the exported weights themselves (only
+    those go into the card's model-index metadata; the others are in its text, labelled)."""
     kind: str
     value: float
     topk: int = 1
     which: str = 'final'
+    step: Optional[int] = None
+    of_these_weights: bool = True
+    step_unit: str = 'step'  # 'epoch' for timm train.py
 
     @property
     def accuracy(self) -> float:
@@ -160,6 +168,7 @@ def read_summary(path: Union[str, Path]) -> TrainingSummary:
     if not isinstance(raw, dict):
         raise ValueError(f'{path}: expected a JSON object.')
     metrics: List[Metric] = []
+    steps = {'final': raw.get('final_step'), 'best during training': raw.get('best_step')}
     for key, topk, which in (('final_test_error', 1, 'final'), ('best_test_error', 1, 'best during training'),
                              ('final_test_error_top5', 5, 'final'),
                              ('best_test_error_top5', 5, 'best during training')):
@@ -170,7 +179,10 @@ def read_summary(path: Union[str, Path]) -> TrainingSummary:
                 raise ValueError(f'{path}: {key}={raw[key]!r} is not a number.') from None
             if not 0. <= value <= 100.:
                 raise ValueError(f'{path}: {key}={value} is not a percentage in [0, 100].')
-            metrics.append(Metric('error', value, topk, which))
+            step = steps[which] if isinstance(steps[which], int) else None
+            # train-cifar's final evaluation is of the summary's checkpoint; its best only if at that step
+            ours = which == 'final' or (step is not None and step == steps['final'])
+            metrics.append(Metric('error', value, topk, which, step=step, of_these_weights=ours))
     errors = [m.value for m in metrics if m.topk == 1]
     if errors and max(errors) < 1.:
         raise ValueError(f'{path}: test errors {errors} look like fractions; the summary must give percent '
@@ -277,9 +289,9 @@ def _read_timm_summary(path: Path) -> TrainingSummary:
     final = evaluated[-1]
     metrics: List[Metric] = []
     for which, row in (('final', final), ('best during training', best)):
-        metrics.append(Metric('accuracy', row['eval_top1'], 1, which))
+        metrics.append(Metric('accuracy', row['eval_top1'], 1, which, step=row['epoch'], step_unit='epoch'))
         if 'eval_top5' in row:
-            metrics.append(Metric('accuracy', row['eval_top5'], 5, which))
+            metrics.append(Metric('accuracy', row['eval_top5'], 5, which, step=row['epoch'], step_unit='epoch'))
     args = _read_timm_args(path.parent / 'args.yaml')
     training = TrainingRecord(trainer='timm train.py')
     if args:
@@ -339,7 +351,19 @@ def evaluated_on(info: ModelInfo) -> str:
     return f'{name} `{t.eval_split}` split, {size}'.strip()
 
 
-def metrics_table(metrics: Sequence[Metric], evaluated: str = '') -> str:
+def metric_label(metric: Metric, split: Optional[str] = None) -> str:
+    """The row label of a metric in the card's text: which point of the run, and whether it is these weights."""
+    label = metric.which
+    if metric.step is not None and str(metric.step) not in label:
+        label += f', {metric.step_unit} {metric.step:,}'
+    if metric.which.startswith('best'):
+        label += f' (picked by its {split or NOT_RECORDED} split error)'
+    if not metric.of_these_weights:
+        label += ': other weights than these'
+    return label
+
+
+def metrics_table(metrics: Sequence[Metric], evaluated: str = '', split: Optional[str] = None) -> str:
     if not metrics:
         return '_No measured results were given with this export._'
     lines = [f'| {evaluated} | top-1 error (%) | top-1 acc. (%) | top-5 error (%) |',
@@ -347,8 +371,10 @@ def metrics_table(metrics: Sequence[Metric], evaluated: str = '') -> str:
     for which in dict.fromkeys(m.which for m in metrics):
         top1 = next((m for m in metrics if m.which == which and m.topk == 1), None)
         top5 = next((m for m in metrics if m.which == which and m.topk == 5), None)
-        lines.append(f'| {which} | {_fmt(top1.error) if top1 else "-"} | {_fmt(top1.accuracy) if top1 else "-"} '
-                     f'| {_fmt(top5.error) if top5 else "-"} |')
+        lines.append(f'| {metric_label(top1 or top5, split)} | {_fmt(top1.error) if top1 else "-"} '
+                     f'| {_fmt(top1.accuracy) if top1 else "-"} | {_fmt(top5.error) if top5 else "-"} |')
+    if any(not m.of_these_weights for m in metrics):
+        lines += ['', 'Only the rows measured on these weights are in the card\'s metadata (model-index).']
     return '\n'.join(lines)
 
 
@@ -361,15 +387,19 @@ def usage_snippet(info: ModelInfo) -> str:
     return (
         '```python\n'
         'import timm\n'
-        'import timm_identity  # registers the architecture with timm (pip install . in a timm-identity checkout)\n\n'
+        f'import timm_identity  # {IMPORT_NOTE}\n\n'
         f'{create}\n'
         'model.eval()\n'
         'data_cfg = timm.data.resolve_data_config({}, model=model)\n'
         'transform = timm.data.create_transform(**data_cfg)  # PIL image -> normalised tensor\n'
         '# logits = model(transform(img).unsqueeze(0))\n'
         '```\n\n'
+        f'`timm_identity` is the `timm-identity` package ({SOURCE_URL}; not on PyPI: `pip install .` in a checkout '
+        f'of its source). It must be imported before `timm.create_model` is given one of its names, '
+        f'`hf-hub:` names included: timm knows the architecture only once the package has registered it.\n\n'
         'Fine-tuning on another label set: `timm.create_model(..., pretrained=True, num_classes=N)` keeps the '
-        'backbone and builds a new head (add `head=\'linear\'` for a trainable one); see `tools/finetune.py`.'
+        'backbone and builds a new head (add `head=\'linear\'` for a trainable one); '
+        '`python -m timm_identity.hub.finetune --help` does it end to end.'
     )
 
 
@@ -407,7 +437,7 @@ def model_details(info: ModelInfo) -> str:
                        ('evaluated on', evaluated_on(info) + size_note if t.eval_split else None),
                        *info.details.items()):
         lines.append(f'- **{key[:1].upper() + key[1:]}:** {NOT_RECORDED if value is None else value}')
-    lines += ['', '## Results', '', metrics_table(info.metrics, evaluated_on(info)),
+    lines += ['', '## Results', '', metrics_table(info.metrics, evaluated_on(info), info.training.eval_split),
               '', '## Usage', '', usage_snippet(info), '']
     return '\n'.join(lines)
 
@@ -421,6 +451,8 @@ def card_data(info: ModelInfo, template_meta: Optional[Dict[str, Any]] = None) -
             tags.append(t)
     eval_results = []
     for m in info.metrics:
+        if not m.of_these_weights:  # e.g. the best test error during training, at another step
+            continue
         eval_results.append(EvalResult(
             task_type='image-classification', task_name='Image Classification',
             dataset_type=ds.get('hub_id', 'unknown'), dataset_name=ds.get('name', 'unknown'),
@@ -448,7 +480,7 @@ def render_model_card(info: ModelInfo, template: Optional[str] = None) -> str:
         model_name=info.model_name, architecture=info.architecture, tag=info.tag, repo_id=info.repo_id,
         dataset=ds.get('name', ''), dataset_id=ds.get('hub_id', ''), num_classes=str(info.num_classes),
         num_params=f'{info.num_params:,}', weights_dtype=info.weights_dtype,
-        metrics_table=metrics_table(info.metrics, evaluated_on(info)),
+        metrics_table=metrics_table(info.metrics, evaluated_on(info), info.training.eval_split),
         usage=usage_snippet(info), model_details=details,
     )
     unknown = sorted({m.group(1) for m in re.finditer(r'\{\{\s*(\w+)\s*\}\}', body)} - set(values))

@@ -9,6 +9,7 @@ and the token valid, ``create_repo(exist_ok=True)``, the branch for ``--revision
 and one ``upload_folder`` commit holding exactly the files that ``--dry-run`` lists.
 """
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Union
@@ -19,7 +20,7 @@ from ..integrity import DamagedFileError, check_weights_file
 from .cache import sha256_file
 from timm_identity.models.weights_record import RECORD_FILE, mark_published
 
-__all__ = ['PublishError', 'UploadFile', 'collect_upload', 'publish']
+__all__ = ['PublishError', 'UploadFile', 'check_repo_names', 'collect_upload', 'publish']
 
 ALLOWED_SUFFIXES = ('.safetensors', '.json', '.md', '.txt', '.yaml', '.yml', '.csv', '.jsonl', '.png', '.jpg',
                     '.jpeg', '.svg')
@@ -46,8 +47,13 @@ def collect_upload(folder: Union[str, Path]) -> List[UploadFile]:
         raise PublishError(f'Not a folder: {folder}')
     files: List[UploadFile] = []
     problems: List[str] = []
+    root = folder.resolve()
     for path in sorted(folder.rglob('*')):
         rel = path.relative_to(folder).as_posix()
+        if path.is_symlink() or root not in path.resolve().parents:
+            problems.append(f'{rel}: a symbolic link (or a path outside the folder); upload preparation would '
+                            f'read its target. Copy the real file in instead')
+            continue
         if path.is_dir() or rel == RECORD_FILE:  # the package's own weights record stays here
             continue
         if any(part.startswith('.') for part in path.relative_to(folder).parts):
@@ -89,6 +95,25 @@ def collect_upload(folder: Union[str, Path]) -> List[UploadFile]:
     return files
 
 
+def check_repo_names(folder: Union[str, Path], repo_id: str) -> None:
+    """The folder's config.json (``pretrained_cfg.hf_hub_id``) and model card (its ``hf-hub:`` names) must
+    name ``repo_id``: a folder exported for another repo would tell its users to load something else."""
+    folder = Path(folder)
+    named = set()
+    cfg = json.loads((folder / 'config.json').read_text())
+    hub_id = (cfg.get('pretrained_cfg') or {}).get('hf_hub_id')
+    if hub_id:
+        named.add(hub_id)
+    named.update(re.findall(r'hf-hub:([\w.-]+/[\w.-]+)', (folder / 'README.md').read_text(encoding='utf-8')))
+    others = sorted(named - {repo_id})
+    if others:
+        raise PublishError(
+            f'Refusing to publish {folder} to {repo_id!r}: it was exported for {", ".join(map(repr, others))} '
+            f'(config.json\'s hf_hub_id and the model card name that repo). Export it again for this repo: '
+            f'`timm-identity export CHECKPOINT --arch ARCH.TAG --repo-id {repo_id} --output DIR` and publish DIR, '
+            f'or publish this folder with --repo-id {others[0]}. Nothing was uploaded.')
+
+
 def _scrub(text: str, token: Optional[str]) -> str:
     return text.replace(token, '***') if token else text
 
@@ -114,6 +139,7 @@ def publish(
     if not repo_id or repo_id.count('/') != 1 or not all(repo_id.split('/')):
         raise PublishError(f'--repo-id must be "owner/name", got {repo_id!r}.')
     files = collect_upload(folder)
+    check_repo_names(folder, repo_id)
     endpoint = (endpoint or constants.ENDPOINT).rstrip('/')
     branch = revision or 'main'
     token = token or get_token()
