@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Images/s of train-cifar's training step (device augmentation + forward + loss + backward + SGD step).
 
-The step is the trainer's own: ``DeviceCifarTrain.next_batch`` (uint8 data on the device, pad/crop/flip,
-normalisation), the model from ``timm.create_model``, the optimizer and scheduler from the paper recipe
+The step is the trainer's own (``train_step``): ``DeviceCifarTrain.next_batch`` (uint8 data on the device,
+pad/crop/flip, normalisation), the model from ``timm.create_model``, the optimizer and scheduler from the paper recipe
 (``build_optimizer`` / ``build_scheduler``), bf16 autocast / channels_last / torch.compile as in
 ``train-cifar``. Data: random uint8 images of CIFAR's shape (the speed does not depend on the pixels).
 No host synchronisation inside the timed loop; one ``synchronize`` before and after it.
@@ -21,16 +21,17 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import timm
 import timm_identity  # noqa: F401
 from timm_identity.model_kwargs import ParseModelKwargs
-from timm_identity.train.cifar_trainer import build_optimizer, build_scheduler, resolve_device, _autocast, _versions
+from timm_identity.train.cifar_trainer import (
+    build_optimizer, build_scheduler, resolve_device, software_versions, train_step,
+)
 from timm_identity.train.device_data import DeviceCifarTrain
 from timm_identity.train.recipes import get_recipe
 
-# forward + backward FLOPs of one 32x32 training image of allconv_resnet_cifar (issue 7's figure)
+# forward + backward FLOPs of one 32x32 training image of allconv_resnet_cifar (11.8 GFLOP)
 PAPER_MODEL_TRAIN_FLOPS = 11.8e9
 
 
@@ -41,7 +42,7 @@ def sync(device):
 
 def bench(args, batch_size, device):
     torch.manual_seed(0)
-    recipe = {**get_recipe('paper'), 'batch_size': batch_size}
+    recipe = {**get_recipe(args.recipe), 'batch_size': batch_size}
     model = timm.create_model(args.model, num_classes=10, **args.model_kwargs).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -55,16 +56,10 @@ def bench(args, batch_size, device):
     step_model = torch.compile(model, mode=args.compile_mode) if args.compile else model
     model.train()
 
-    def step(t):
+    def step(t):  # the trainer's own step: its lr schedule, data, and train_step with the recipe's smoothing
         scheduler.step_update(t)
         x, y = data.next_batch()
-        with _autocast(device, args.amp):
-            logits = step_model(x)
-        loss = F.cross_entropy(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss.detach()
+        return train_step(step_model, optimizer, x, y, device, args.amp, recipe['label_smoothing'])[0]
 
     t0 = time.perf_counter()
     for t in range(args.warmup):
@@ -83,7 +78,7 @@ def bench(args, batch_size, device):
         'device_name': torch.cuda.get_device_name(device) if device.type == 'cuda' else
         f'{platform.processor() or platform.machine()}, {os.cpu_count()} logical cores',
         'torch_threads': torch.get_num_threads(), 'amp': args.amp, 'channels_last': args.channels_last,
-        'compile': args.compile, 'compile_mode': args.compile_mode, 'warmup_steps': args.warmup,
+        'compile': args.compile, 'compile_mode': args.compile_mode, 'recipe': args.recipe, 'warmup_steps': args.warmup,
         'timed_steps': args.iters, 'warmup_s': round(warmup_s, 3), 'timed_s': round(elapsed, 3),
         'ms_per_step': round(1000 * elapsed / args.iters, 2), 'images_per_s': round(ips, 1),
     }
@@ -91,7 +86,7 @@ def bench(args, batch_size, device):
         result['tflops_per_s'] = round(ips * PAPER_MODEL_TRAIN_FLOPS / 1e12, 3)
         if args.peak_tflops:
             result['mfu'] = round(result['tflops_per_s'] / args.peak_tflops, 4)
-    result['versions'] = _versions()
+    result['versions'] = software_versions()
     return result
 
 
@@ -100,6 +95,7 @@ def main(argv=None):
     p.add_argument('--device', default='auto')
     p.add_argument('--batch-size', type=int, nargs='+', default=[32])
     p.add_argument('--model', default='allconv_resnet_cifar')
+    p.add_argument('--recipe', default='paper', help='train-cifar recipe for the optimizer, schedule and loss')
     p.add_argument('--model-kwargs', nargs='*', default={}, action=ParseModelKwargs, metavar='KEY=VALUE')
     p.add_argument('--amp', choices=('none', 'bf16'), default='none')
     p.add_argument('--channels-last', action='store_true')

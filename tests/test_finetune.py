@@ -104,3 +104,20 @@ def test_damaged_pretrained_weights_and_bad_model_kwargs_are_one_line_errors(set
     with pytest.raises(SystemExit) as e:
         main(['--model', f'local-dir:{source}', '--data-dir', str(data), '--model-kwargs', 'depths=(1,1'])
     assert e.value.code == 2 and "cannot read '(1,1'" in capsys.readouterr().err
+
+
+def test_val_split_lacking_a_class_keeps_train_labels(setup, tmp_path):
+    """Defect 8: val/ was indexed on its own class folders, so a missing class shifted every label."""
+    import shutil
+    tmp, _, _, data, _ = setup
+    partial = shutil.copytree(data, tmp_path / 'partial')
+    shutil.rmtree(partial / 'val' / 'blue')  # train has blue/green/red, val only green/red
+    args = _args(setup, '--output', str(tmp_path / 'ft'), '--tag', 'colours')
+    args.data_dir = str(partial)
+    result = finetune(args)
+    full = finetune(_args(setup, '--output', str(tmp_path / 'ft_full'), '--tag', 'colours'))
+    assert full['val_top1'] > 60. and result['val_top1'] > 60., (full, result)  # green/red keep indices 1/2
+    (partial / 'val' / 'purple').mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(partial / 'val' / 'purple' / '0.png')
+    with pytest.raises(ValueError, match=r"val/ has classes that train/ lacks: \['purple'\]"):
+        finetune(args)

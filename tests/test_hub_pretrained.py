@@ -98,7 +98,8 @@ def test_pretrained_true_through_the_weights_record_real_model(tmp_path, monkeyp
     monkeypatch.setattr(allconv_resnet, '_hub_config_dirs', lambda: [folder])
     cfgs = allconv_resnet.load_hub_configs()
     new, registered = cfgs['allconv_resnet_cifar.cifar10'], model.pretrained_cfg
-    assert new['hf_hub_id'] == 'timm-identity/allconv_resnet_cifar.cifar10' and new['file'] == str(folder / 'model.safetensors')
+    assert new['hf_hub_id'] == 'timm-identity/allconv_resnet_cifar.cifar10'
+    assert new['file'] == str(folder / 'model.safetensors')
     for key in ('num_classes', 'label_names', 'input_size', 'mean', 'std', 'classifier', 'tag'):
         norm = lambda v: tuple(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
         assert norm(new[key]) == norm(registered[key]), key
@@ -106,7 +107,8 @@ def test_pretrained_true_through_the_weights_record_real_model(tmp_path, monkeyp
     # 1. weights in the tag folder: listed, loaded from the recorded file
     out = _child(tmp_path, hub_configs, cache, exported)
     assert out['pretrained'] == ['allconv_resnet_cifar.cifar10'], out  # cifar100 / in1k stay planned
-    assert out['file'] == str(folder / 'model.safetensors') and out['hf_hub_id'] == 'timm-identity/allconv_resnet_cifar.cifar10'
+    assert out['file'] == str(folder / 'model.safetensors')
+    assert out['hf_hub_id'] == 'timm-identity/allconv_resnet_cifar.cifar10'
     assert out['tag'] and out['hf_hub_prefix'] and out['local_dir']
     assert out['features'] == [16, 64, 128, 256] and out['backbone_same'] and out['new_head']
     assert "No pretrained weights for 'allconv_resnet_cifar.cifar100' yet" in out['planned_error']
@@ -123,6 +125,24 @@ def test_pretrained_true_through_the_weights_record_real_model(tmp_path, monkeyp
     (folder / 'model.safetensors').unlink()
     out = _child(tmp_path, hub_configs, cache, exported)
     assert out['pretrained'] == ['allconv_resnet_cifar.cifar10'] and out['file'] is None and out['tag']
+
+    # 3b. a damaged blob in the HF cache (64 flipped bytes) is refused too, naming the cached file ...
+    from huggingface_hub import try_to_load_from_cache
+    cached = os.path.realpath(try_to_load_from_cache('timm-identity/allconv_resnet_cifar.cifar10',
+                                                     'model.safetensors', cache_dir=str(cache)))
+    good = open(cached, 'rb').read()
+    os.chmod(cached, 0o644)
+    with open(cached, 'wb') as f:
+        f.write(good[:-64] + bytes(255 - b for b in good[-64:]))
+    out = _child(tmp_path, hub_configs, cache, exported)
+    assert out['error'].startswith('WeightsError') and 'does not match its record' in out['error'], out
+    assert os.path.basename(cached) in out['error']
+    # ... and putting the export into the cache again repairs it (a blob is checked, not trusted by its name)
+    from timm_identity.hub.cache import install_into_hf_cache
+    install_into_hf_cache(exported, 'timm-identity/allconv_resnet_cifar.cifar10', cache_dir=cache)
+    assert open(cached, 'rb').read() == good
+    out = _child(tmp_path, hub_configs, cache, exported)
+    assert out['error'] is None and out['tag'], out
 
     # 4. nowhere (not published, not in the folder, not cached): planned again, with our error
     out = _child(tmp_path, hub_configs, tmp_path / 'empty_cache', exported)

@@ -218,7 +218,8 @@ def test_forward_head_and_reset_classifier():
     model.reset_classifier(5)
     assert isinstance(model.fc, FixedRandomProjection) and model.fc.weight.shape == (5, 32) and model.num_classes == 5
     model.reset_classifier(7, head='linear')
-    assert isinstance(model.fc, nn.Linear) and model.fc.weight.requires_grad and model(torch.randn(1, 3, 32, 32)).shape == (1, 7)
+    assert isinstance(model.fc, nn.Linear) and model.fc.weight.requires_grad
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 7)
     model.reset_classifier(0)
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 32)
     linear = timm.create_model('allconv_resnet_cifar', head='linear', num_classes=4, **TINY)
@@ -318,7 +319,8 @@ def test_pretrained_file_with_other_head_goes_through_timm_filter(tmp_path):
     target = timm.create_model('allconv_resnet_cifar', pretrained=True, num_classes=5, **TINY,
                                pretrained_cfg_overlay=dict(file=str(tmp_path / 'model.safetensors')))
     assert target.fc.weight.shape == (5, 32)
-    assert all(torch.equal(v, source.state_dict()[k]) for k, v in target.state_dict().items() if not k.startswith('fc.'))
+    source_sd = source.state_dict()
+    assert all(torch.equal(v, source_sd[k]) for k, v in target.state_dict().items() if not k.startswith('fc.'))
     same = timm.create_model('allconv_resnet_cifar', pretrained=True, **TINY,
                              pretrained_cfg_overlay=dict(file=str(tmp_path / 'model.safetensors')))
     assert torch.equal(same.fc.weight, source.fc.weight)
@@ -391,7 +393,8 @@ def test_autocast_keeps_the_residual_stream_fp32(shortcut):
 # --- the timm model-test contract (timm's tests/test_models.py; CI has no timm checkout, so the contract is
 # restated here; tests/test_timm_model_suite.py runs timm's real suite when TIMM_SRC is given) ----------------
 
-@pytest.mark.parametrize('name, size, pool', [('allconv_resnet_cifar', 32, (8, 8)), ('allconv_resnet_imagenet', 64, (2, 2))])
+@pytest.mark.parametrize('name, size, pool', [('allconv_resnet_cifar', 32, (8, 8)),
+                                             ('allconv_resnet_imagenet', 64, (2, 2))])
 def test_no_pool_no_classifier_gives_the_unpooled_map(name, size, pool):
     kw = TINY if name == 'allconv_resnet_cifar' else dict(depths=(1,) * 5, widths=(8,) * 5, stem_chs=8)
     model = timm.create_model(name, **kw).eval()

@@ -39,7 +39,8 @@ def _tiny_model():
 def test_paper_recipe_is_the_papers():
     r = RECIPES['paper']
     assert (r['opt'], r['momentum'], r['batch_size'], r['lr'], r['weight_decay']) == ('momentum', 0.9, 128, 0.05, 1e-4)
-    assert (r['sched'], tuple(r['decay_steps']), r['decay_rate'], r['steps']) == ('multistep', (30000, 50000), 0.1, 60000)
+    schedule = (r['sched'], tuple(r['decay_steps']), r['decay_rate'], r['steps'])
+    assert schedule == ('multistep', (30000, 50000), 0.1, 60000)
     assert (r['warmup_steps'], r['label_smoothing'], r['augment'], r['pad'], r['hflip']) == (0, 0.0, True, 4, True)
     # the resolved default config is the paper's, and a flag overrides one value only
     cfg = resolve_config({})
@@ -146,7 +147,8 @@ def test_resume_equals_uninterrupted(tmp_path, splits):
     a, b = _log(full), _log(resumed)
     assert [r['step'] for r in b] == [4, 5, 6]
     for ra, rb in zip(a[3:], b):
-        assert (ra['step'], ra['loss'], ra['lr'], ra['train_acc']) == (rb['step'], rb['loss'], rb['lr'], rb['train_acc'])
+        keys = ('step', 'loss', 'lr', 'train_acc')
+        assert [ra[k] for k in keys] == [rb[k] for k in keys]
     wa = load_file(str(full / 'checkpoints/step_00000006/model.safetensors'))
     wb = load_file(str(resume_dir := resolve_checkpoint(resumed)) + '/model.safetensors')
     assert resume_dir.name == 'step_00000006'

@@ -112,7 +112,8 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path, tiny_cifar):
     a, b = _log(ref), _log(run)
     assert [r['step'] for r in b] == list(range(1, steps + 1))  # records after the checkpoint were replaced
     for ra, rb in zip(a, b):
-        assert (ra['step'], ra['loss'], ra['lr'], ra['train_acc']) == (rb['step'], rb['loss'], rb['lr'], rb['train_acc'])
+        keys = ('step', 'loss', 'lr', 'train_acc')
+        assert [ra[k] for k in keys] == [rb[k] for k in keys]
     assert b[-1]['lr'] == pytest.approx(0.0005)
     sa, sb = (json.loads((d / 'summary.json').read_text()) for d in (ref, run))
     assert sa['final_test_error'] == sb['final_test_error']

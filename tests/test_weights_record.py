@@ -18,7 +18,8 @@ from test_hub_publish import CLOSED, FAKE_TOKEN, RecordingApi
 def tag_folder(tmp_path):
     """A tag folder as `export --to-hub-configs` leaves it (tiny model: the record does not care)."""
     ckpt, _, _ = tiny_checkpoint(tmp_path, summary=False)
-    folder = export_checkpoint(ckpt, tmp_path / 'hub_configs' / 'allconv_resnet_cifar.cifar10', arch='allconv_resnet_cifar.cifar10',
+    folder = export_checkpoint(ckpt, tmp_path / 'hub_configs' / 'allconv_resnet_cifar.cifar10',
+                               arch='allconv_resnet_cifar.cifar10',
                                model_args=TINY, model_card=write_model_card(tmp_path))
     wr.write_record(folder, 'timm-identity/allconv_resnet_cifar.cifar10', source=str(ckpt))
     return folder

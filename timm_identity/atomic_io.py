@@ -3,7 +3,7 @@ import os
 from pathlib import Path
 from typing import Optional, Union
 
-__all__ = ['atomic_write_text', 'atomic_savefig', 'new_file_mode', 'set_new_file_mode']
+__all__ = ['atomic_write_text', 'atomic_savefig', 'write_json', 'new_file_mode', 'set_new_file_mode']
 
 
 def atomic_write_text(path: Union[str, os.PathLike], text: str, tmp_name: Optional[str] = None) -> None:
@@ -17,6 +17,15 @@ def atomic_write_text(path: Union[str, os.PathLike], text: str, tmp_name: Option
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_json(path: Union[str, os.PathLike], payload: dict) -> Path:
+    """``payload`` as indented JSON at ``path`` (folders created), atomically; returns the path."""
+    import json
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(payload, indent=1, default=float) + '\n')
+    return path
 
 
 def atomic_savefig(fig, path: Union[str, os.PathLike], dpi: int) -> Path:

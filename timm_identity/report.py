@@ -19,11 +19,17 @@ from .models.residual_block import AllConvResidualBlock
 
 __all__ = ['PAPER_NUMBERS', 'ArchSummary', 'summarize', 'block_residual_ratios', 'format_report', 'add_parser']
 
-# What the paper (and SPEC.md) says about each registered architecture, for the side-by-side column.
+# What the paper says about each registered architecture, for the side-by-side column.
 PAPER_NUMBERS: Dict[str, Dict[str, object]] = {
     'allconv_resnet_cifar': {
         'trainable_params': '13.5M (Table 1); 13.59M in the text',
         'convs': 55,
+        'gmacs': 'not given',
+        'input': '32x32',
+    },
+    'allconv_resnet_cifar_w16_d3': {
+        'trainable_params': 'not in the paper (Table 1 at 1/4 width, 3 blocks per stage)',
+        'convs': 'not in the paper (Table 1: 55)',
         'gmacs': 'not given',
         'input': '32x32',
     },
@@ -212,8 +218,41 @@ def _run_demo(args: argparse.Namespace) -> int:
     x = torch.randn(args.batch_size, 3, 32, 32)
     for init in ('paper', 'standard'):
         ratios = block_residual_ratios(timm.create_model('allconv_resnet_cifar', init=init).eval(), x)
-        print(f'  init={init:9s} max {max(ratios):.2e}  mean {sum(ratios) / len(ratios):.2e}  over {len(ratios)} blocks')
+        print(f'  init={init:9s} max {max(ratios):.2e}  mean {sum(ratios) / len(ratios):.2e}  '
+              f'over {len(ratios)} blocks')
+    print()
+    _demo_pretrained()
     return 0
+
+
+def _demo_pretrained() -> None:
+    """Every shipped CIFAR-10 tag, loaded with ``pretrained=True``, on the package's 100 real test images."""
+    from timm_identity.data.sample_images import load_cifar10_sample
+    from timm_identity.models.allconv_resnet import recorded_test_results
+    tags = [t for t in timm.list_pretrained('allconv*') if timm.models.get_pretrained_cfg(t).num_classes == 10
+            and tuple(timm.models.get_pretrained_cfg(t).input_size) == (3, 32, 32)]
+    if not tags:
+        print("Pretrained: no CIFAR-10 tag has weights here (timm.list_pretrained('allconv*') is "
+              f"{timm.list_pretrained('allconv*')}).")
+        return
+    images, labels, classes = load_cifar10_sample()
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
+    print(f'Pretrained weights on {len(labels)} real CIFAR-10 test images shipped with the package '
+          f'(10 per class):')
+    for tag in tags:
+        model = timm.create_model(tag, pretrained=True).eval()
+        cfg = model.pretrained_cfg
+        mean, std = torch.tensor(cfg['mean']).view(1, 3, 1, 1), torch.tensor(cfg['std']).view(1, 3, 1, 1)
+        with torch.no_grad():
+            pred = model((x - mean) / std).argmax(1).numpy()
+        right = int((pred == labels).sum())
+        recorded = recorded_test_results(tag)
+        full = (f"; recorded on the full test set ({recorded['images']:,} images): top-1 error "
+                f"{recorded['error']:.2f} %" if recorded else '; no full-test-set result recorded')
+        print(f"  timm.create_model('{tag}', pretrained=True): {right}/{len(labels)} right "
+              f"({100 * right / len(labels):.0f} %){full}")
+        print('    first of each class -> ' + ', '.join(
+            f'{classes[labels[i]]}: {classes[pred[i]]}' for i in range(0, len(labels), len(labels) // 10)))
 
 
 def add_parser(subparsers) -> None:
@@ -229,9 +268,13 @@ def add_parser(subparsers) -> None:
     arch.set_defaults(func=_run_arch)
 
     demo = subparsers.add_parser(
-        'demo', help='both architecture reports and an identity-at-init check, on CPU, no dataset needed',
-        description='Print both models\' architecture reports, then measure how close each residual block of '
-                    'allconv_resnet_cifar starts to the identity under the paper\'s init and the standard one.')
+        'demo', help='architecture reports, an identity-at-init check and the shipped weights at work, on CPU, '
+                     'no dataset needed',
+        description='Print the models\' architecture reports, measure how close each residual block of '
+                    'allconv_resnet_cifar starts to the identity under the paper\'s init and the standard one, '
+                    'then load every CIFAR-10 tag that has weights with pretrained=True and classify the 100 real '
+                    'CIFAR-10 test images that ship with the package, beside the tag\'s recorded full-test-set '
+                    'error.')
     demo.add_argument('--batch-size', type=int, default=8, help='random images for the identity check')
     demo.add_argument('--seed', type=int, default=0)
     demo.set_defaults(func=_run_demo)

@@ -1,16 +1,16 @@
 #!/usr/bin/env python3
-"""Reproduce Table 2 (CIFAR-10 / CIFAR-100) on a lent GPU machine, in three phases.
+"""Reproduce Table 2 (CIFAR-10 / CIFAR-100) on a remote GPU machine, in three phases.
 
-    stage    (this machine)  tar ../shared/data's CIFAR parts into <= 56 MiB pieces in .data/ and the wheels
-                             the GPU machine lacks into .whl/ (both git-ignored), and print the device calls
-                             that carry them over and start the `gpu` phase in the background;
+    stage    (local machine) tar the compressed CIFAR parts (a folder with restore_cifar.py) into <= 56 MiB
+                             pieces in .data/ and the wheels the GPU machine lacks into .whl/ (both git-ignored),
+                             and print the remote calls that carry them over and start the `gpu` phase;
     gpu      (GPU machine)   restore the official archives from .data/ (or use --data-dir), train with
                              `timm-identity train-cifar` (the paper's recipe by default) for at most
                              --time-limit minutes, resuming the run folder if it holds a checkpoint, and
                              pack what comes back into --out: summary.json, log.jsonl, config.json and
-                             the fp32 weights as safetensors shards of at most 15 MB (the device returns at
-                             most 8 files of 16 MiB);
-    collect  (this machine)  merge the shards into one model.safetensors, evaluate it here on the full
+                             the fp32 weights as safetensors shards of at most 15 MB (for transfers limited
+                             to 8 files of 16 MiB each);
+    collect  (local machine) merge the shards into one model.safetensors, evaluate it here on the full
                              test set with `timm-identity evaluate`, check the result against the GPU's,
                              and write results/table2/<dataset>-<recipe>/ (optionally also export the
                              weights into hub_configs/ with `timm-identity export --to-hub-configs`).
@@ -47,14 +47,14 @@ def _cli(argv: Sequence[str]) -> int:
     return main(list(argv))
 
 
-# ---- stage (this machine) ----------------------------------------------------------------------------------
+# ---- stage (local machine) ---------------------------------------------------------------------------------
 
 PART_BYTES = 56 * 2 ** 20  # a dataset's tar parts: two carry calls of <= 64 MiB each, checkout included
 
 
 def stage(args: argparse.Namespace) -> int:
     """Tar each dataset's CIFAR parts (+ restore_cifar.py) into <= 56 MiB pieces in .data/ and the timm
-    wheel the GPU machine lacks into .whl/ (both git-ignored); print the device-call plan."""
+    wheel the GPU machine lacks into .whl/ (both git-ignored); print the remote-call plan."""
     src = Path(args.shared_data)
     if not (src / 'restore_cifar.py').is_file():
         raise SystemExit(f'error: {src} has no restore_cifar.py; pass --shared-data <path of shared/data>')
@@ -164,7 +164,8 @@ def pack(run_dir: Path, out: Path) -> List[Path]:
 def gpu(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir) if args.data_dir else _restore(args.dataset, Path(args.restore_to))
     run_dir = Path(args.run_dir or REPO / 'runs' / f'table2-{args.dataset}-{args.recipe}')
-    common = ['--time-limit', str(args.time_limit), '--no-progress', *(['--device', args.device] if args.device else [])]
+    common = ['--time-limit', str(args.time_limit), '--no-progress',
+              *(['--device', args.device] if args.device else [])]
     if (run_dir / 'checkpoints').is_dir():
         argv = ['train-cifar', '--resume', str(run_dir), *common]
     else:
@@ -248,9 +249,10 @@ def collect(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='phase', required=True)
-    p = sub.add_parser('stage', help='this machine: stage data + wheels, print the device calls')
+    p = sub.add_parser('stage', help='local machine: stage data + wheels, print the remote calls')
     p.add_argument('--datasets', nargs='+', default=['cifar10', 'cifar100'], choices=sorted(LAYOUTS))
-    p.add_argument('--shared-data', default=str(SHARED_DATA), help='the shared/data folder (default: ../shared/data)')
+    p.add_argument('--shared-data', default=str(SHARED_DATA),
+                   help='folder with restore_cifar.py and the compressed CIFAR parts (default: ../shared/data)')
     p.add_argument('--time-limit', type=float, default=24, help='minutes of training before a run stops (resumable)')
     p.add_argument('--train-args', default='--amp bf16 --channels-last --compile', metavar='"FLAGS"',
                    help='train-cifar flags for the gpu phase (default: bf16 autocast, channels_last, torch.compile)')
@@ -271,9 +273,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         'e.g. "--amp bf16 --channels-last --compile"')
     p.set_defaults(func=gpu)
 
-    p = sub.add_parser('collect', help='this machine: merge shards, evaluate here, write results/table2/')
+    p = sub.add_parser('collect', help='local machine: merge shards, evaluate here, write results/table2/')
     p.add_argument('packed', help='the files folder a `gpu` call brought back')
-    p.add_argument('--data-dir', required=True, help='official CIFAR archives (e.g. restored from ../shared/data)')
+    p.add_argument('--data-dir', required=True, help='official CIFAR archives')
     p.add_argument('--results', help='results folder (default results/table2/<dataset>-<recipe>)')
     p.add_argument('--tolerance', type=float, default=0.05, help='allowed difference in test error points')
     p.add_argument('--export', action='store_true', help='also export the weights into hub_configs/')

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from ..cli_args import positive_int
 from .errors import DatasetFormatError
 
 _SIZE = re.compile(r'^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$', re.IGNORECASE)
@@ -38,19 +39,12 @@ def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'must be >= 1, got {value}')
-    return value
-
-
 def _add_writer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--out', required=True, metavar='DIR',
                         help='dataset folder for the shards and _info.json (created; a rerun resumes in it, '
                              'rewriting the shards whose source content changed or that were damaged)')
     size = parser.add_argument_group('shard size (a shard closes at whichever limit comes first)')
-    size.add_argument('--shard-samples', type=_positive_int, default=None, metavar='N',
+    size.add_argument('--shard-samples', type=positive_int, default=None, metavar='N',
                       help='samples per shard (default 1000 when --shard-bytes is not given)')
     size.add_argument('--shard-bytes', type=parse_size, default=None, metavar='SIZE',
                       help='target bytes per shard, e.g. 256MB or 1GiB (planned from file sizes; for CIFAR '

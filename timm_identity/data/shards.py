@@ -373,7 +373,8 @@ def write_split(
     labels = np.fromiter((s.label for s in samples), dtype=np.int64, count=len(samples))
     if labels.min() < 0 or labels.max() >= num_classes:
         bad = samples[int(np.argmax((labels < 0) | (labels >= num_classes)))]
-        raise DatasetFormatError(f'{name}/{split}: sample {bad.key!r} has label {bad.label}, outside [0, {num_classes})')
+        raise DatasetFormatError(f'{name}/{split}: sample {bad.key!r} has label {bad.label}, '
+                                 f'outside [0, {num_classes})')
 
     order = np.arange(len(samples)) if seed is None else np.random.default_rng(seed).permutation(len(samples))
     shards = plan_shards([samples[i] for i in order], shard_samples, shard_bytes)
@@ -658,7 +659,8 @@ def _verify_split(out_dir: str, split: str, entry: dict, num_classes: int, decod
             c = diff[0] if diff else num_classes
             report.problems.append(
                 f'{where}: class_counts differ from the shards for {len(diff)} class(es), e.g. class {c}: '
-                f'_info.json {recorded[c] if c < len(recorded) else None}, shards {counts[c] if c < num_classes else None}')
+                f'_info.json {recorded[c] if c < len(recorded) else None}, '
+                f'shards {counts[c] if c < num_classes else None}')
     report.num_samples[split] = int(sum(c.num_samples for c in checks.values()))
     report.class_counts[split] = counts.tolist()
     report.num_shards[split] = len(filenames)

@@ -48,6 +48,8 @@ def install_into_hf_cache(
     snapshot.mkdir(parents=True, exist_ok=True)
     for p in files:
         blob = repo_dir / 'blobs' / hashes[p.name]
+        if blob.is_symlink() or (blob.exists() and sha256_file(blob) != hashes[p.name]):
+            blob.unlink()  # a blob is named by its content's sha256: one that is not is damaged; replace it
         if not blob.exists():
             tmp = blob.with_name(blob.name + '.incomplete')
             shutil.copyfile(p, tmp)

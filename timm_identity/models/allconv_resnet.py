@@ -4,7 +4,9 @@ Section 4 of the paper: a stem conv, stages of residual blocks ``x + C2(ReLU(C1 
 init ``sigma = 1/(k^2 c)``, a global average pool and a fixed random projection to the logits. No batch
 norm, no dropout, no max pool.
 
-``allconv_resnet_cifar`` is Table 1 exactly (55 convs, 13,538,736 conv weights). ``allconv_resnet_imagenet``
+``allconv_resnet_cifar`` is Table 1 exactly (55 convs, 13,538,736 conv weights); ``allconv_resnet_cifar_w16_d3``
+is the same design at a quarter of its width with 3 blocks per stage (not in the paper; sized to train on a CPU).
+``allconv_resnet_imagenet``
 is our reading of the paper's "all-convolutional variant of the 34-layer network" (35.7M trainable
 parameters): ResNet-34's stages (3, 4, 6, 3 blocks at 64, 128, 256, 512 channels) with the max pool
 replaced by a stride-2 first block, plus a fifth stage of 3 blocks at 512 channels and stride 1
@@ -32,9 +34,11 @@ except ImportError:  # pragma: no cover
 
 from .fixed_projection import HEAD_TYPES, create_classifier
 from .residual_block import AllConvResidualBlock, init_conv_
-from .weights_record import HUB_CONFIGS_ENV, WeightsStatus, hub_configs_override, verify_weights_file, weights_status
+from .weights_record import (
+    HUB_CONFIGS_ENV, WeightsStatus, hub_configs_override, read_record, verify_weights_file, weights_status,
+)
 
-__all__ = ['AllConvResNet', 'ARCH_DEFAULTS', 'check_input', 'load_hub_configs']
+__all__ = ['AllConvResNet', 'ARCH_DEFAULTS', 'check_input', 'load_hub_configs', 'recorded_test_results']
 
 # Architecture defaults of the two registered models; `timm.create_model(name, **kwargs)` overrides any.
 ARCH_DEFAULTS: Dict[str, Dict[str, Any]] = {
@@ -42,7 +46,11 @@ ARCH_DEFAULTS: Dict[str, Dict[str, Any]] = {
         depths=(9, 9, 9), widths=(64, 128, 256), strides=(1, 2, 2),
         stem_chs=16, stem_kernel_size=3, stem_stride=1,
     ),
-    'allconv_resnet_imagenet': dict(  # our reading of the all-conv ResNet-34 variant (SPEC.md §3)
+    'allconv_resnet_cifar_w16_d3': dict(  # Table 1 at a quarter of its width, 3 blocks per stage (CPU-sized)
+        depths=(3, 3, 3), widths=(16, 32, 64), strides=(1, 2, 2),
+        stem_chs=16, stem_kernel_size=3, stem_stride=1,
+    ),
+    'allconv_resnet_imagenet': dict(  # our reading of the all-conv ResNet-34 variant (MODEL_CARD.md)
         depths=(3, 4, 6, 3, 3), widths=(64, 128, 256, 512, 512), strides=(2, 2, 2, 2, 1),
         stem_chs=64, stem_kernel_size=7, stem_stride=2,
     ),
@@ -74,6 +82,33 @@ def _create_pool(pool_type: str) -> SelectAdaptivePool2d:
     """Global pool as timm's heads make it (``timm.layers.classifier``): flattened when it pools, and a
     pass-through that keeps the NCHW map for ``pool_type=''`` (``reset_classifier(0, '')``)."""
     return SelectAdaptivePool2d(pool_type=pool_type, flatten=bool(pool_type))
+
+
+def _check_arch_args(*, depths, widths, strides, stem_chs, stem_kernel_size, stem_stride, kernel_size,
+                     num_classes, in_chans, drop_rate) -> None:
+    """One clear error for architecture arguments that would build a wrong or broken network: an empty stage
+    (whose feature_info would not match the maps), a non-positive width or stride, an even kernel (its
+    'same' padding would shift the map and break the shortcut's shape)."""
+    def ints(name, values, minimum):
+        scalar = not isinstance(values, (list, tuple))
+        if any(not isinstance(v, int) or isinstance(v, bool) or v < minimum for v in ([values] if scalar else values)):
+            raise ValueError(f'{name} must be {"an integer" if scalar else "integers"} >= {minimum}, got '
+                             f'{values if scalar else tuple(values)!r}'
+                             + (' (an empty stage is not a stage: leave it out)' if name == 'depths' else ''))
+    if len(depths) == 0:
+        raise ValueError('depths: at least one stage is needed, got ()')
+    ints('depths', depths, 1)
+    ints('widths', widths, 1)
+    ints('strides', strides, 1)
+    ints('stem_chs', stem_chs, 1)
+    ints('stem_stride', stem_stride, 1)
+    ints('in_chans', in_chans, 1)
+    ints('num_classes', num_classes, 0)
+    for name, k in (('kernel_size', kernel_size), ('stem_kernel_size', stem_kernel_size)):
+        if not isinstance(k, int) or k < 1 or k % 2 == 0:
+            raise ValueError(f'{name} must be an odd positive integer (same-size padding), got {k!r}')
+    if not 0.0 <= drop_rate < 1.0:
+        raise ValueError(f'drop_rate must be in [0, 1), got {drop_rate!r}')
 
 
 class AllConvResNet(nn.Module):
@@ -133,6 +168,9 @@ class AllConvResNet(nn.Module):
                              f'got {len(depths)}, {len(widths)}, {len(strides)}.')
         if head not in HEAD_TYPES:
             raise ValueError(f"Unknown head {head!r}; expected one of {HEAD_TYPES}.")
+        _check_arch_args(depths=depths, widths=widths, strides=strides, stem_chs=stem_chs,
+                         stem_kernel_size=stem_kernel_size, stem_stride=stem_stride, kernel_size=kernel_size,
+                         num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.head_type = head
@@ -321,6 +359,26 @@ def load_hub_configs() -> Dict[str, Dict[str, Any]]:
     return cfgs
 
 
+def recorded_test_results(name: str) -> Optional[Dict[str, Any]]:
+    """The top-1 result recorded for the weights of tag ``name`` in its model card (``hub_configs/<tag>/README.md``:
+    the model-index entry, which holds only results measured on those weights, and the evaluated split and
+    its size): ``{'accuracy', 'error', 'split', 'images'}``, or None when the tag has no card with one."""
+    import re
+    if name not in TAG_WEIGHTS:
+        return None
+    card_path = Path(str(TAG_WEIGHTS[name][0])) / 'README.md'
+    if not card_path.is_file():
+        return None
+    from huggingface_hub import ModelCard
+    card = ModelCard(card_path.read_text(encoding='utf-8'))
+    top1 = [e for e in (card.data.eval_results or []) if e.metric_name.startswith('Top-1 accuracy')]
+    if not top1:
+        return None
+    match = re.search(r'\*\*Evaluated on:\*\* .*?`(\w+)` split, ([\d,]+) images', card.text)
+    return {'accuracy': float(top1[0].metric_value), 'error': round(100.0 - float(top1[0].metric_value), 2),
+            'split': top1[0].dataset_split, 'images': int(match.group(2).replace(',', '')) if match else None}
+
+
 def _no_weights_error(name: str) -> RuntimeError:
     """``pretrained=True`` for a planned tag: no weights exist (here) yet."""
     folder, status = TAG_WEIGHTS[name]
@@ -371,8 +429,9 @@ def _create_allconv_resnet(variant: str, pretrained: bool = False, **kwargs) -> 
             raise _no_weights_error(name)  # timm itself would only warn and go on with random weights
         if name in TAG_WEIGHTS and cfg.file and cfg.file == str(TAG_WEIGHTS[name][1].local_file):
             verify_weights_file(cfg.file, TAG_WEIGHTS[name][0])  # the recorded file, untouched
+        _verify_cached_hub_weights(name, cfg)  # a copy in the HF cache must be the recorded file too
     try:
-        return build_model_with_cfg(
+        model = build_model_with_cfg(
             AllConvResNet, variant, pretrained,
             feature_cfg=dict(flatten_sequential=True, out_indices=tuple(range(len(model_args['depths']) + 1))),
             **model_args,
@@ -385,6 +444,24 @@ def _create_allconv_resnet(variant: str, pretrained: bool = False, **kwargs) -> 
             if error is not None:
                 raise error from e
         raise
+    if pretrained:
+        _verify_cached_hub_weights(name, cfg)  # downloaded just now: the same check before it is handed out
+    return model
+
+
+def _verify_cached_hub_weights(name: str, cfg) -> None:
+    """``pretrained=True`` from the Hub (or the HF cache) for a tag with a weights record: the cached
+    ``model.safetensors`` must have the recorded size and SHA-256 (``WeightsError`` naming the file if not)."""
+    if name not in TAG_WEIGHTS or not cfg.hf_hub_id or cfg.file or cfg.source == 'local-dir':
+        return
+    folder = TAG_WEIGHTS[name][0]
+    record = read_record(folder)
+    if record is None or record.get('repo_id') != cfg.hf_hub_id:  # another repo's weights under the same tag
+        return
+    from huggingface_hub import try_to_load_from_cache
+    cached = try_to_load_from_cache(cfg.hf_hub_id, record['file'])
+    if isinstance(cached, str):
+        verify_weights_file(cached, folder)
 
 
 def _cfg(**kwargs) -> Dict[str, Any]:
@@ -404,6 +481,14 @@ def allconv_resnet_cifar(pretrained: bool = False, **kwargs) -> AllConvResNet:
     """Table 1: 3x3 stem 3->16, stages of 9 blocks at 64/128/256 channels (strides 1, 2, 2), 8x8 avg pool,
     fixed random projection 256 -> num_classes. 55 convs, 13,538,736 conv weights."""
     return _create_allconv_resnet('allconv_resnet_cifar', pretrained, **kwargs)
+
+
+@register_model
+def allconv_resnet_cifar_w16_d3(pretrained: bool = False, **kwargs) -> AllConvResNet:
+    """Table 1's design sized for a CPU (not in the paper): the same stem, blocks, shortcuts, init and fixed
+    projection, with a quarter of the width (stages at 16/32/64 channels) and 3 blocks per stage instead of 9.
+    19 convs, 267,696 conv weights + 688 biases."""
+    return _create_allconv_resnet('allconv_resnet_cifar_w16_d3', pretrained, **kwargs)
 
 
 @register_model

@@ -78,7 +78,8 @@ class AvgPoolPadShortcut(nn.Module):
         self.in_chs = in_chs
         self.out_chs = out_chs
         self.stride = stride
-        self.pool = nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity()
+        self.pool = (nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False) if stride > 1
+                     else nn.Identity())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(x)

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Sequence
 
-from ..atomic_io import atomic_write_text
-from ..theory.cli import _DefaultsHelpFormatter, _environment, _positive_int, _write_json  # shared with theory
+from ..atomic_io import atomic_write_text, write_json
+from ..cli_args import DefaultsHelpFormatter, environment, positive_int
 from .variants import PAPER_WIDTHS, REDUCED_WIDTHS, SIGNAL_VARIANTS, TRAIN_VARIANTS, VARIANTS
 
 __all__ = ['add_parser', 'signal_table', 'training_table']
@@ -85,9 +85,9 @@ def run_signal(args: argparse.Namespace) -> int:
     x = normalize_uint8(torch.from_numpy(train_split.images[:args.images]), torch.tensor(mean), torch.tensor(std))
     y = torch.from_numpy(train_split.labels[:args.images])
     records = signal_sweep(args.variants, args.blocks_per_stage, x, y, args.widths, args.stem_chs, args.seed)
-    files = [_write_json(out / 'signal.json', {
+    files = [write_json(out / 'signal.json', {
         'images': f'CIFAR-10 train[:{args.images}] from {args.data_dir}, normalised with the train set mean/std',
-        'widths': args.widths, 'seconds': time.perf_counter() - t0, 'environment': _environment(args),
+        'widths': args.widths, 'seconds': time.perf_counter() - t0, 'environment': environment(args),
         'records': records})]
     files.append(plot_signal(records, out / 'signal.png'))
     atomic_write_text(out / 'signal_table.md', signal_table(records))
@@ -126,12 +126,12 @@ def run_train(args: argparse.Namespace) -> int:
         print(f'timm-identity study train: error: {e}', file=sys.stderr)
         return 2
     out = Path(args.out)
-    files = [_write_json(out / f'{name}.json', {
+    files = [write_json(out / f'{name}.json', {
         'test_set': f'CIFAR-10 test[:{len(test_split.labels)}] (the first images of the official test batch)',
         'widths': list(widths), 'steps': steps, 'seed': args.seed, 'recipe': 'paper',
         'seconds': time.perf_counter() - t0,  # this invocation (finished runs reused from --work-dir take ~0 s)
         'runs_wall_time_s': sum(r['wall_time_s'] for r in rows),  # what the runs took when they ran
-        'environment': _environment(args), 'rows': rows})]
+        'environment': environment(args), 'rows': rows})]
     files.append(plot_training(rows, out / f'{name}.png'))
     atomic_write_text(out / f'{name}_table.md', training_table(rows))
     files.append(out / f'{name}_table.md')
@@ -155,10 +155,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument('--no-verify-md5', dest='verify_md5', action='store_false',
                        help='do not check the official archive md5 (for rebuilt archives)')
         p.add_argument('--out', default='results/study', help='results folder')
-        p.add_argument('--stem-chs', type=_positive_int, default=16, help='stem output channels')
+        p.add_argument('--stem-chs', type=positive_int, default=16, help='stem output channels')
         p.add_argument('--seed', type=int, default=0, help='model init (and, for train, data order)')
 
-    fmt = _DefaultsHelpFormatter
+    fmt = DefaultsHelpFormatter
     sig = sub.add_parser('signal', formatter_class=fmt, help='signal propagation at init (no training)',
                          description='Per-block ||branch||/||stream||, logit RMS and the gradient norm at the stem '
                                      'of freshly built nets on a batch of real CIFAR-10 training images, for every '
@@ -167,10 +167,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     sig.add_argument('--variants', nargs='+', choices=sorted(VARIANTS), default=list(SIGNAL_VARIANTS),
                      metavar='VARIANT',
                      help=f'from: {", ".join(VARIANTS)}')
-    sig.add_argument('--blocks-per-stage', type=_positive_int, nargs='+', default=[1, 3, 9, 27, 81],
+    sig.add_argument('--blocks-per-stage', type=positive_int, nargs='+', default=[1, 3, 9, 27, 81],
                      help='blocks in each of the 3 stages (3..243 residual blocks)')
-    sig.add_argument('--widths', type=_positive_int, nargs=3, default=list(REDUCED_WIDTHS), help='stage widths')
-    sig.add_argument('--images', type=_positive_int, default=128, help='CIFAR-10 training images in the batch')
+    sig.add_argument('--widths', type=positive_int, nargs=3, default=list(REDUCED_WIDTHS), help='stage widths')
+    sig.add_argument('--images', type=positive_int, default=128, help='CIFAR-10 training images in the batch')
     sig.set_defaults(func=run_signal)
 
     tr = sub.add_parser('train', formatter_class=fmt, help='short training runs over variant x depth',
@@ -185,15 +185,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     common(tr)
     tr.add_argument('--variants', nargs='+', choices=sorted(VARIANTS), default=list(TRAIN_VARIANTS), metavar='VARIANT',
                     help=f'from: {", ".join(VARIANTS)}')
-    tr.add_argument('--blocks-per-stage', type=_positive_int, nargs='+',
+    tr.add_argument('--blocks-per-stage', type=positive_int, nargs='+',
                     help='blocks in each of the 3 stages (default 1 3 6; --full: 9)')
-    tr.add_argument('--widths', type=_positive_int, nargs=3, default=list(REDUCED_WIDTHS),
+    tr.add_argument('--widths', type=positive_int, nargs=3, default=list(REDUCED_WIDTHS),
                     help='stage widths (ignored with --full: 64 128 256)')
-    tr.add_argument('--steps', type=_positive_int, help='updates per run (default 200; --full: 60000)')
-    tr.add_argument('--eval-every', type=_positive_int,
+    tr.add_argument('--steps', type=positive_int, help='updates per run (default 200; --full: 60000)')
+    tr.add_argument('--eval-every', type=positive_int,
                     help='test evaluations (and checkpoints) every N steps (default steps/2; --full: 2000)')
-    tr.add_argument('--log-every', type=_positive_int, default=25, help='training-loss record every N steps')
-    tr.add_argument('--test-images', type=_positive_int, default=2000,
+    tr.add_argument('--log-every', type=positive_int, default=25, help='training-loss record every N steps')
+    tr.add_argument('--test-images', type=positive_int, default=2000,
                     help='evaluate on the first N official test images (--full: all 10,000)')
     tr.add_argument('--work-dir', default='runs/study',
                     help='run folders (log.jsonl, summary.json, checkpoint): finished runs with the same settings '

@@ -3,39 +3,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from ..atomic_io import atomic_write_text
+from ..atomic_io import write_json
+from ..cli_args import DefaultsHelpFormatter, environment, positive_int
 from . import expressivity, linear, plots
-
-
-def _write_json(path: Path, payload: dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(payload, indent=1, default=float) + '\n')
-    return path
-
-
-def _positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'not an integer: {text!r}') from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
-    return value
-
-
-def _environment(args: argparse.Namespace) -> dict:
-    return {'command': 'timm-identity ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else None,
-            'args': {k: v for k, v in vars(args).items() if k != 'func'},
-            'torch': torch.__version__, 'threads': torch.get_num_threads(), 'machine': platform.machine(),
-            'python': platform.python_version()}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -88,8 +64,8 @@ def run_linear(args: argparse.Namespace) -> int:
                                'max_norm': [r['max_norm'] for r in recs], 'bound': [r['bound'] for r in recs]})
     png_decay = plots.plot_norm_decay(curves, out / 'linear_theorem21.png')
     png_gd = plots.plot_loss_curves(gd, out / 'linear_gd.png')
-    path = _write_json(out / 'linear.json', {
-        'summary': summary, 'environment': _environment(args), 'theorem21': sweep, 'eq23': eq23,
+    path = write_json(out / 'linear.json', {
+        'summary': summary, 'environment': environment(args), 'theorem21': sweep, 'eq23': eq23,
         'critical_points': crit, 'gradient_descent': gd})
     print(json.dumps({k: v for k, v in summary.items() if k != 'gradient_descent'}, indent=1, default=float))
     for r in summary['gradient_descent']:
@@ -156,8 +132,8 @@ def run_expressivity(args: argparse.Namespace) -> int:
         plots.plot_interpolation(rep.margins.tolist(), rep.errors.tolist(),
                                  f'Theorem 3.2 on {source}, {kind} labels: k={rep.k}, l={rep.l}, '
                                  f'max error {rep.max_error:.1e}', out / f'expressivity_{args.name}_{kind}.png')
-    path = _write_json(out / f'expressivity_{args.name}.json', {
-        'source': source, 'load_seconds': load_seconds, 'results': results, 'environment': _environment(args)})
+    path = write_json(out / f'expressivity_{args.name}.json', {
+        'source': source, 'load_seconds': load_seconds, 'results': results, 'environment': environment(args)})
     print(f'wrote {path}')
     return 0
 
@@ -166,24 +142,13 @@ def run_expressivity(args: argparse.Namespace) -> int:
 # parsers
 # ---------------------------------------------------------------------------------------------------------
 
-class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows a flag's default, except where there is nothing useful to show (None, on/off switches) or the
-    help text already says it."""
-
-    def _get_help_string(self, action):
-        text = action.help or ''
-        if action.default is None or isinstance(action.default, bool) or '(default' in text:
-            return text
-        return super()._get_help_string(action)
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     theory = subparsers.add_parser(
         'theory', help="the paper's theory (Sections 2-3) as runnable experiments",
         description='Hardt & Ma, Sections 2 (linear residual networks) and 3 (finite-sample expressivity).')
     sub = theory.add_subparsers(dest='theory_command', metavar='EXPERIMENT')
     sub.required = True
-    fmt = _DefaultsHelpFormatter
+    fmt = DefaultsHelpFormatter
 
     lin = sub.add_parser(
         'linear', formatter_class=fmt, help='Section 2: Theorem 2.1 sweep, eq. (2.3), critical points, GD',
@@ -192,20 +157,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     'vs the standard parameterisation. Writes linear.json, linear_theorem21.png, linear_gd.png.')
     lin.add_argument('--out', default='results/theory', help='output folder')
     lin.add_argument('--seed', type=int, default=0, help='seed of every random R, point and init')
-    lin.add_argument('--dim', type=_positive_int, default=8, help='d for gradient descent and eq. (2.3)')
-    lin.add_argument('--depths', type=_positive_int, nargs='+', default=[2, 4, 8, 16], help='depths for gradient descent')
-    lin.add_argument('--steps', type=_positive_int, default=1500, help='gradient steps per run')
+    lin.add_argument('--dim', type=positive_int, default=8, help='d for gradient descent and eq. (2.3)')
+    lin.add_argument('--depths', type=positive_int, nargs='+', default=[2, 4, 8, 16],
+                     help='depths for gradient descent')
+    lin.add_argument('--steps', type=positive_int, default=1500, help='gradient steps per run')
     lin.add_argument('--lr', type=float, default=0.1, help='step size; each run uses lr / depth')
     lin.add_argument('--gamma', type=float, default=0.5, help='gamma of the target R for gradient descent')
     lin.add_argument('--init-scales', type=float, nargs='+', default=[0.01, 0.1],
                      help='entry std of the small random inits (standard parameterisation)')
-    lin.add_argument('--sweep-dims', type=_positive_int, nargs='+', default=[3, 8, 32], help='sizes d of R (Theorem 2.1)')
+    lin.add_argument('--sweep-dims', type=positive_int, nargs='+', default=[3, 8, 32],
+                     help='sizes d of R (Theorem 2.1)')
     lin.add_argument('--sweep-gammas', type=float, nargs='+', default=[0.05, 0.5, 2.0],
                      help='gamma = max |log sigma(R)| of the random R')
-    lin.add_argument('--sweep-depths', type=_positive_int, nargs='+', help='depths l (Theorem 2.1)',
+    lin.add_argument('--sweep-depths', type=positive_int, nargs='+', help='depths l (Theorem 2.1)',
                      default=[3, 4, 5, 6, 7, 8, 11, 16, 23, 32, 45, 64, 91, 128, 181, 256])
-    lin.add_argument('--eq23-points', type=_positive_int, default=200, help='random points for eq. (2.3)')
-    lin.add_argument('--critical-starts', type=_positive_int, default=10, help='critical-point searches (each kind)')
+    lin.add_argument('--eq23-points', type=positive_int, default=200, help='random points for eq. (2.3)')
+    lin.add_argument('--critical-starts', type=positive_int, default=10, help='critical-point searches (each kind)')
     lin.set_defaults(func=run_linear)
 
     exp = sub.add_parser(
@@ -219,16 +186,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     exp.add_argument('--dataset', choices=['synthetic', 'cifar10', 'cifar100'], default='synthetic')
     exp.add_argument('--data-root', default=None,
                      help='the official CIFAR python release, archive or folder (required for cifar10/cifar100)')
-    exp.add_argument('--n', type=_positive_int, default=None,
+    exp.add_argument('--n', type=positive_int, default=None,
                      help='number of training points (synthetic: 500; CIFAR: all 50,000)')
-    exp.add_argument('--dim', type=_positive_int, default=64, help='synthetic: input dimension d')
-    exp.add_argument('--classes', type=_positive_int, default=10, help='synthetic: number of classes r')
+    exp.add_argument('--dim', type=positive_int, default=64, help='synthetic: input dimension d')
+    exp.add_argument('--classes', type=positive_int, default=10, help='synthetic: number of classes r')
     exp.add_argument('--close-pairs', type=int, default=10,
                      help='synthetic: near-duplicate pairs with different labels (small rho)')
     exp.add_argument('--labels', nargs='+', choices=['true', 'random'], default=['true', 'random'],
                      help='fit the true labels and/or uniformly random ones')
-    exp.add_argument('--k', type=_positive_int, default=None, help='width k (default ceil(8 ln n)); doubled on failure')
-    exp.add_argument('--max-k', type=_positive_int, default=None, help='largest width tried (default 8 k)')
+    exp.add_argument('--k', type=positive_int, default=None, help='width k (default ceil(8 ln n)); doubled on failure')
+    exp.add_argument('--max-k', type=positive_int, default=None, help='largest width tried (default 8 k)')
     exp.add_argument('--order', choices=['norm', 'index'], default='norm',
                      help="batches by decreasing ||A_0 x|| ('norm') or the paper's index order")
     exp.add_argument('--no-center', action='store_true', help='do not subtract the mean input')

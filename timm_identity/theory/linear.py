@@ -297,7 +297,8 @@ class _Component:
     def rotation(schur: RealSchur) -> '_Component':
         theta = schur.max_angle
         return _Component(root=lambda n: schur.matrix(1 / n),
-                          factor_norm=lambda n: 2 * math.sin(theta / (2 * n)) if n else (0.0 if theta == 0 else math.inf))
+                          factor_norm=lambda n: (2 * math.sin(theta / (2 * n)) if n
+                                                 else (0.0 if theta == 0 else math.inf)))
 
     @staticmethod
     def scaling(log_k: Tensor, basis: Tensor | None = None) -> '_Component':

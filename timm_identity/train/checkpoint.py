@@ -79,13 +79,20 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_file(model_state_for_save(model), str(tmp / MODEL_FILE), metadata={'format': 'pt', 'step': str(step)})
-    write_config(tmp / CONFIG_FILE)
-    torch.save(train_state, tmp / STATE_FILE)
-    record_files(tmp, (MODEL_FILE, STATE_FILE))
-    for f in (MODEL_FILE, CONFIG_FILE, STATE_FILE):
-        set_new_file_mode(tmp / f)  # save_file writes 0o600
-        _fsync_file(tmp / f)
+    try:
+        save_file(model_state_for_save(model), str(tmp / MODEL_FILE), metadata={'format': 'pt', 'step': str(step)})
+        write_config(tmp / CONFIG_FILE)
+        torch.save(train_state, tmp / STATE_FILE)
+        record_files(tmp, (MODEL_FILE, STATE_FILE))
+        for f in (MODEL_FILE, CONFIG_FILE, STATE_FILE):
+            set_new_file_mode(tmp / f)  # save_file writes 0o600
+            _fsync_file(tmp / f)
+    except BaseException as e:  # a full disk, an interrupt: no half-written checkpoint stays behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, (OSError, RuntimeError)) and not isinstance(e, NotImplementedError):
+            raise OSError(f'could not write checkpoint {final} ({type(e).__name__}: '
+                          f'{str(e).splitlines()[0] if str(e) else ""}); nothing of it was kept') from e
+        raise
     if final.exists():  # the same step written again (a resumed run re-saving): replace it
         old = root / f'.old-{name}-{os.getpid()}'
         os.replace(final, old)

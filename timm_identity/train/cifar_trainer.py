@@ -20,6 +20,7 @@ log point: step, epoch, lr, loss, train acc/error, images/s, and test loss/error
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -47,7 +48,8 @@ from .recipes import RECIPE_KEYS, RECIPES, get_recipe
 
 __all__ = [
     'NonFiniteLossError', 'RUNTIME_DEFAULTS', 'STRICT_KEYS', 'resolve_config', 'resolve_device',
-    'build_optimizer', 'build_scheduler', 'evaluate_model', 'train', 'add_parser', 'parse_model_kwargs',
+    'build_optimizer', 'build_scheduler', 'evaluate_model', 'train', 'train_step', 'add_parser', 'parse_model_kwargs',
+    'autocast', 'software_versions', 'device_name', 'data_fingerprint',
 ]
 
 # settings that are not part of a recipe; None means "decided at run time" (see resolve_config)
@@ -122,13 +124,35 @@ def resolve_config(overrides: Dict[str, Any], resume_config: Optional[Dict[str, 
 
 
 def _check_config(cfg: Dict[str, Any]) -> None:
+    def flag(key):
+        return '--' + key.replace('_', '-')
+
     def positive(key):
         if not (isinstance(cfg[key], int) and cfg[key] > 0):
-            raise ValueError(f'{key} must be a positive integer, got {cfg[key]!r}')
+            raise ValueError(f'{flag(key)} must be a positive integer, got {cfg[key]!r}')
+
+    def number(key, low, high=math.inf, low_open=False):
+        value = cfg[key]
+        ok = isinstance(value, (int, float)) and math.isfinite(value) and (value > low if low_open else value >= low)
+        if not ok or value >= high:
+            bounds = f'{"> " if low_open else ">= "}{low:g}' + (f' and < {high:g}' if high != math.inf else '')
+            raise ValueError(f'{flag(key)} must be a finite number {bounds}, got {value!r}')
     for key in ('batch_size', 'steps', 'eval_every', 'log_every', 'eval_batch_size'):
         positive(key)
     if cfg['checkpoint_every'] is not None:
         positive('checkpoint_every')
+    if not (isinstance(cfg['keep_checkpoints'], int) and cfg['keep_checkpoints'] >= 0):
+        raise ValueError(f"--keep-checkpoints must be 0 (keep all) or more, got {cfg['keep_checkpoints']!r}")
+    if not (isinstance(cfg['pad'], int) and cfg['pad'] >= 0):
+        raise ValueError(f"--pad must be an integer >= 0, got {cfg['pad']!r}")
+    if cfg['time_limit'] is not None:
+        number('time_limit', 0, low_open=True)
+    number('momentum', 0, 1)
+    number('lr', 0, low_open=True)
+    number('weight_decay', 0)
+    number('warmup_lr', 0)
+    number('min_lr', 0)
+    number('decay_rate', 0, low_open=True)
     if cfg['sched'] not in ('multistep', 'cosine', 'constant'):
         raise ValueError(f"sched must be 'multistep', 'cosine' or 'constant', got {cfg['sched']!r}")
     if cfg['amp'] not in ('none', 'bf16'):
@@ -194,10 +218,24 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Dict[str, Any]):
     return MultiStepLRScheduler(optimizer, decay_t=[], decay_rate=1.0, warmup_prefix=False, **warmup)  # constant
 
 
-def _autocast(device: torch.device, amp: str):
+def autocast(device: torch.device, amp: str):
+    """bf16 autocast for ``amp='bf16'``, else nothing."""
     if amp == 'bf16':
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
+
+
+def train_step(model, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+               amp: str = 'none', label_smoothing: float = 0.0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One update: forward (optionally bf16 autocast), cross-entropy in fp32, backward, optimizer step.
+    Returns the detached loss and logits; nothing waits for the device."""
+    with autocast(device, amp):
+        logits = model(x)
+    loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), logits.detach()
 
 
 @torch.no_grad()
@@ -210,17 +248,21 @@ def evaluate_model(
         batch_size: int = 1000,
         amp: str = 'none',
         channels_last: bool = False,
+        flip: bool = False,
 ) -> Dict[str, float]:
     """Loss, top-1 (and top-5) accuracy and top-1 error in % over the whole set (uint8 NHWC on the
-    model's device), in order, no augmentation. One host synchronisation at the end."""
+    model's device), in order, no augmentation (``flip``: logits averaged over each image and its horizontal
+    mirror, test-time flip). One host synchronisation at the end."""
     from timm.utils import accuracy
     device = images.device
     loss_sum = torch.zeros((), device=device)
     top1_sum = torch.zeros((), device=device)
     top5_sum = torch.zeros((), device=device)
     for x, y in iterate_eval_batches(images, labels, batch_size, mean, std, channels_last):
-        with _autocast(device, amp):
+        with autocast(device, amp):
             logits = model(x)
+            if flip:
+                logits = (logits.float() + model(x.flip(3)).float()) / 2
         logits = logits.float()
         loss_sum += F.cross_entropy(logits, y, reduction='sum')
         top1, top5 = accuracy(logits, y, topk=(1, 5))
@@ -231,7 +273,7 @@ def evaluate_model(
     return {'loss': loss, 'top1': top1, 'top5': top5, 'error': 100.0 - top1, 'num_images': n}
 
 
-def _versions() -> Dict[str, Any]:
+def software_versions() -> Dict[str, Any]:
     import timm
     import timm_identity
     return {
@@ -245,16 +287,52 @@ def _versions() -> Dict[str, Any]:
     }
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
     if device.type == 'cuda':
-        return torch.cuda.get_device_name(device)
-    return f'{device.type} ({platform.machine()}, {os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads)'
+        return torch.cuda.getdevice_name(device)
+    return (f'{device.type} ({platform.machine()}, {os.cpu_count()} logical cores, '
+            f'{torch.get_num_threads()} torch threads)')
 
 
 def _read_log(path: Path) -> List[Dict[str, Any]]:
+    """The records of ``log.jsonl``. A partial last line (the process stopped while appending it, e.g. on a
+    full disk) is dropped with a warning; a damaged line before the last is an error naming the file."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_text().splitlines()
+    records = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if i == len(lines) - 1:
+                print(f'warning: {path}: dropped a partial last record (line {i + 1})', file=sys.stderr)
+                break
+            raise ValueError(f'{path}:{i + 1}: not a JSON record (the log is damaged)') from None
+    return records
+
+
+def data_fingerprint(images: np.ndarray, labels) -> str:
+    """SHA-256 of the training images (uint8 NHWC) and labels: a resumed run must see the same data."""
+    digest = hashlib.sha256(np.ascontiguousarray(images).tobytes())
+    digest.update(np.asarray(labels, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def _lock_run_dir(run_dir: Path):
+    """Hold an exclusive lock on ``run_dir/.lock`` for this process (released when the returned file closes);
+    a second train-cifar process on the same folder gets a clear error instead of interleaving the run."""
+    import fcntl
+    f = open(run_dir / '.lock', 'a+')
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise FileExistsError(f'{run_dir} is in use by another train-cifar process; wait for it or choose '
+                              f'another --out-dir') from None
+    return f
 
 
 def plot_curves(records: Sequence[Dict[str, Any]], path: Path, title: str = '') -> None:
@@ -285,6 +363,33 @@ def plot_curves(records: Sequence[Dict[str, Any]], path: Path, title: str = '') 
         fig.suptitle(title)
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=100)
+
+
+def _refuse_used_run_dir(run_dir: Path, resume_dir: Optional[Path]) -> None:
+    """A new run needs a folder that holds no run: a checkpoint, or a log/config of a run that stopped before
+    its first checkpoint."""
+    if resume_dir is not None:
+        return
+    used = [name for name in ('checkpoints', 'run_config.json', 'log.jsonl') if (run_dir / name).exists()]
+    if used:
+        hint = f'pass --resume {run_dir} to continue it or ' if 'checkpoints' in used else ''
+        raise FileExistsError(f'{run_dir} already holds a run ({", ".join(used)}); {hint}choose another --out-dir')
+
+
+def _check_model_takes_data(model: torch.nn.Module, images: torch.Tensor, cfg: Dict[str, Any]) -> None:
+    """One forward pass on two test images before anything is written: a model that cannot take this data
+    (``in_chans=1`` on RGB images, an input smaller than its total stride) is a clear error, not a run folder."""
+    x = images[:2].permute(0, 3, 1, 2).float()
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"--model {cfg['model']} with --model-kwargs {cfg['model_kwargs']} cannot take the "
+                         f"{cfg['dataset']} images ({tuple(x.shape[1:])}): {str(e).splitlines()[0]}") from None
+    finally:
+        model.train(was_training)
 
 
 def _hub_config_writer(model, cfg, mean, std, classes, step):
@@ -342,9 +447,7 @@ def train(
         stamp = datetime.now().strftime('%Y%m%d-%H%M%S')
         cfg['out_dir'] = os.path.join('runs', f"train-cifar-{cfg['dataset']}-{cfg['recipe']}-{stamp}")
     run_dir = Path(cfg['out_dir'])
-    if resume_dir is None and (run_dir / 'checkpoints').exists():
-        raise FileExistsError(f'{run_dir} already holds a run (checkpoints/); pass --resume {run_dir} to continue '
-                              f'it or choose another --out-dir')
+    _refuse_used_run_dir(run_dir, resume_dir)
     if device.type == 'cuda':
         torch.backends.cudnn.benchmark = True
         torch.set_float32_matmul_precision('high')
@@ -359,6 +462,12 @@ def train(
         test_split = load_cifar(cfg['data_dir'], cfg['dataset'], 'test', verify_md5=cfg['verify_md5'])
     classes = list(train_split.classes)
     num_classes = len(classes)
+    fingerprint = data_fingerprint(train_split.images, train_split.labels)
+    if state is not None and state.get('data_sha256') not in (None, fingerprint):
+        raise ValueError(f"cannot resume {resume_dir}: the training data differ from the run's (sha256 "
+                         f"{state['data_sha256'][:16]}... then, {fingerprint[:16]}... now, "
+                         f"{len(train_split.labels):,} images from {cfg['data_dir'] or 'the given split'}); "
+                         f"resume with the run's data, or start a new run")
     mean, std = channel_stats(train_split.images)  # the training set's own per-channel statistics
     data = DeviceCifarTrain(
         train_split.images, train_split.labels, cfg['batch_size'], mean, std, device, seed=cfg['seed'] + 1,
@@ -373,8 +482,12 @@ def train(
     try:
         model = timm.create_model(cfg['model'], num_classes=num_classes, **cfg['model_kwargs']).to(device)
     except (RuntimeError, TypeError, ValueError) as e:
-        raise ValueError(f"cannot build --model {cfg['model']} with --model-kwargs {cfg['model_kwargs']}: {e}") from None
+        raise ValueError(f"cannot build --model {cfg['model']} with --model-kwargs {cfg['model_kwargs']}: "
+                         f"{e}") from None
+    _check_model_takes_data(model, test_images, cfg)
     run_dir.mkdir(parents=True, exist_ok=True)  # only now: a start that fails leaves no empty run folder
+    lock = _lock_run_dir(run_dir)  # noqa: F841  (held until this function returns)
+    _refuse_used_run_dir(run_dir, resume_dir)  # again, now that no other process can start in it
     if cfg['channels_last']:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg)
@@ -395,7 +508,8 @@ def train(
         print(f'resumed from {resume_dir} at step {start_step}', file=sys.stderr)
     else:
         log_path.write_text('')
-    atomic_write_text(run_dir / 'run_config.json', json.dumps({**cfg, 'mean': mean, 'std': std}, indent=2) + '\n')
+    atomic_write_text(run_dir / 'run_config.json', json.dumps(
+        {**cfg, 'mean': mean, 'std': std, 'data_sha256': fingerprint}, indent=2) + '\n')
 
     train_model = model
     if cfg['compile']:
@@ -434,9 +548,9 @@ def train(
             'wall_time_s': prev_wall + (time.perf_counter() - process_start),
             'this_process_wall_time_s': time.perf_counter() - process_start,
             'images_per_s_median': float(np.median(ips_history)) if ips_history else None,
-            'device': _device_name(device),
+            'device': device_name(device),
             'amp': cfg['amp'], 'channels_last': cfg['channels_last'], 'compile': cfg['compile'],
-            'versions': _versions(),
+            'versions': software_versions(),
             'argv': list(argv) if argv is not None else list(sys.argv),
             'config': cfg,
             'mean': mean, 'std': std,
@@ -455,95 +569,97 @@ def train(
     model.train()
     t_interval = time.perf_counter()
     images_interval = 0
-    for step in pbar:
-        scheduler.step_update(step)  # the lr of update `step` (0-based)
-        x, y = data.next_batch()
-        if batch_hook is not None:
-            x, y = batch_hook(step, x, y)
-        with _autocast(device, cfg['amp']):
-            logits = train_model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    step = start_step
+    try:
+        for step in pbar:
+            scheduler.step_update(step)  # the lr of update `step` (0-based)
+            x, y = data.next_batch()
+            if batch_hook is not None:
+                x, y = batch_hook(step, x, y)
+            loss, logits = train_step(train_model, optimizer, x, y, device, cfg['amp'], label_smoothing)
+            loss_meter.update(loss, bs)
+            acc_meter.update(accuracy(logits, y, topk=(1,))[0], bs)
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step + 1, first_bad)
+            images_interval += bs
 
-        loss = loss.detach()
-        loss_meter.update(loss, bs)
-        acc_meter.update(accuracy(logits.detach(), y, topk=(1,))[0], bs)
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step + 1, first_bad)
-        images_interval += bs
+            done = step + 1
+            out_of_time = time.perf_counter() > deadline  # host clock only: no wait for the device
+            do_eval = done % cfg['eval_every'] == 0 or done == steps or out_of_time
+            do_ckpt = done % checkpoint_every == 0 or done == steps or out_of_time
+            if not (do_eval or do_ckpt or done % cfg['log_every'] == 0):
+                continue
 
-        done = step + 1
-        out_of_time = time.perf_counter() > deadline  # host clock only: no wait for the device
-        do_eval = done % cfg['eval_every'] == 0 or done == steps or out_of_time
-        do_ckpt = done % checkpoint_every == 0 or done == steps or out_of_time
-        if not (do_eval or do_ckpt or done % cfg['log_every'] == 0):
-            continue
-
-        # ---- a log point: the only places the loop waits for the device ----
-        train_loss, train_acc, bad = torch.stack([loss_meter.avg, acc_meter.avg, first_bad.float()]).tolist()
-        interval_s = time.perf_counter() - t_interval
-        if bad >= 0 or not math.isfinite(train_loss):
-            pbar.close()
-            where = f'at step {int(bad)}' if bad >= 0 else f'by step {done}'
-            message = (f'loss became non-finite ({train_loss}) {where} (lr {optimizer.param_groups[0]["lr"]:g}); '
-                       f'training stopped. Last good checkpoint: '
-                       f'{last_ckpt if last_ckpt is not None else "none (no checkpoint was written yet)"}')
-            finish('nonfinite_loss', message)
-            raise NonFiniteLossError(message)
-        ips = images_interval / max(interval_s, 1e-9)
-        ips_history.append(ips)
-        record = {
-            'step': done,
-            'epoch': done * bs / data.num_images,
-            'lr': optimizer.param_groups[0]['lr'],
-            'loss': train_loss,
-            'train_acc': train_acc,
-            'train_error': 100.0 - train_acc,
-            'images_per_s': ips,
-            'test_loss': None,
-            'test_error': None,
-        }
-        if do_eval:
-            model.eval()
-            result = evaluate_model(train_model, test_images, test_labels, mean_t, std_t, cfg['eval_batch_size'],
-                                    cfg['amp'], cfg['channels_last'])
-            model.train()
-            record.update(test_loss=result['loss'], test_error=result['error'], test_top5=result['top5'])
-            if best['test_error'] is None or result['error'] < best['test_error']:
-                best = {'test_error': result['error'], 'step': done}
-        with open(log_path, 'a') as f:
-            f.write(json.dumps(record) + '\n')
-        pbar.set_postfix(loss=f'{train_loss:.4f}', lr=f"{record['lr']:.3g}", img_s=f'{ips:.0f}',
-                         **({'test_err': f"{record['test_error']:.2f}"} if do_eval else {}))
-        if do_ckpt:
-            if not all(torch.isfinite(p).all() for p in model.parameters()):
+            # ---- a log point: the only places the loop waits for the device ----
+            train_loss, train_acc, bad = torch.stack([loss_meter.avg, acc_meter.avg, first_bad.float()]).tolist()
+            interval_s = time.perf_counter() - t_interval
+            if bad >= 0 or not math.isfinite(train_loss):
                 pbar.close()
-                message = (f'parameters became non-finite by step {done}; training stopped, not saved. '
-                           f'Last good checkpoint: {last_ckpt}')
+                where = f'at step {int(bad)}' if bad >= 0 else f'by step {done}'
+                message = (f'loss became non-finite ({train_loss}) {where} (lr {optimizer.param_groups[0]["lr"]:g}); '
+                           f'training stopped. Last good checkpoint: '
+                           f'{last_ckpt if last_ckpt is not None else "none (no checkpoint was written yet)"}')
                 finish('nonfinite_loss', message)
                 raise NonFiniteLossError(message)
-            train_state = {
+            ips = images_interval / max(interval_s, 1e-9)
+            ips_history.append(ips)
+            record = {
                 'step': done,
-                'optimizer': optimizer.state_dict(),
-                'scheduler': scheduler.state_dict(),
-                'data': data.state_dict(),
-                'torch_rng': torch.get_rng_state(),
-                'best': best,
-                'wall_time_s': prev_wall + (time.perf_counter() - process_start),
-                'config': cfg,
+                'epoch': done * bs / data.num_images,
+                'lr': optimizer.param_groups[0]['lr'],
+                'loss': train_loss,
+                'train_acc': train_acc,
+                'train_error': 100.0 - train_acc,
+                'images_per_s': ips,
+                'wall_time_s': prev_wall + (time.perf_counter() - process_start),  # since the run's first start
+                'test_loss': None,
+                'test_error': None,
             }
-            last_ckpt = save_checkpoint(run_dir, done, model, train_state,
-                                        _hub_config_writer(model, cfg, mean, std, classes, done),
-                                        keep=cfg['keep_checkpoints'])
-        loss_meter.reset()
-        acc_meter.reset()
-        images_interval = 0
-        t_interval = time.perf_counter()
-        if out_of_time and done < steps:
-            pbar.close()
-            return finish('time_limit', f'stopped at step {done} of {steps} after the {cfg["time_limit"]} min '
-                                        f'time limit; continue with --resume {run_dir}')
+            if do_eval:
+                model.eval()
+                result = evaluate_model(train_model, test_images, test_labels, mean_t, std_t, cfg['eval_batch_size'],
+                                        cfg['amp'], cfg['channels_last'])
+                model.train()
+                record.update(test_loss=result['loss'], test_error=result['error'], test_top5=result['top5'])
+                if best['test_error'] is None or result['error'] < best['test_error']:
+                    best = {'test_error': result['error'], 'step': done}
+            with open(log_path, 'a') as f:
+                f.write(json.dumps(record) + '\n')
+            pbar.set_postfix(loss=f'{train_loss:.4f}', lr=f"{record['lr']:.3g}", img_s=f'{ips:.0f}',
+                             **({'test_err': f"{record['test_error']:.2f}"} if do_eval else {}))
+            if do_ckpt:
+                if not all(torch.isfinite(p).all() for p in model.parameters()):
+                    pbar.close()
+                    message = (f'parameters became non-finite by step {done}; training stopped, not saved. '
+                               f'Last good checkpoint: {last_ckpt}')
+                    finish('nonfinite_loss', message)
+                    raise NonFiniteLossError(message)
+                train_state = {
+                    'step': done,
+                    'optimizer': optimizer.state_dict(),
+                    'scheduler': scheduler.state_dict(),
+                    'data': data.state_dict(),
+                    'torch_rng': torch.get_rng_state(),
+                    'best': best,
+                    'wall_time_s': prev_wall + (time.perf_counter() - process_start),
+                    'config': cfg,
+                    'data_sha256': fingerprint,
+                }
+                last_ckpt = save_checkpoint(run_dir, done, model, train_state,
+                                            _hub_config_writer(model, cfg, mean, std, classes, done),
+                                            keep=cfg['keep_checkpoints'])
+            loss_meter.reset()
+            acc_meter.reset()
+            images_interval = 0
+            t_interval = time.perf_counter()
+            if out_of_time and done < steps:
+                pbar.close()
+                return finish('time_limit', f'stopped at step {done} of {steps} after the {cfg["time_limit"]} min '
+                                            f'time limit; continue with --resume {run_dir}')
+    except KeyboardInterrupt:  # Ctrl-C / SIGINT: the summary says so; the last checkpoint stays resumable
+        pbar.close()
+        finish('interrupted', f'interrupted at step {step} of {steps}; continue from the last checkpoint '
+                              f'({last_ckpt if last_ckpt is not None else "none yet"}) with --resume {run_dir}')
+        raise
     pbar.close()
     return finish('completed')
 
@@ -605,7 +721,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument('--no-plot', dest='plot', action='store_const', const=False, help='no curves.png')
     g.add_argument('--time-limit', type=float, metavar='MINUTES',
                    help='stop after this much wall time at the next step: evaluate, checkpoint, write the summary '
-                        '(status "time_limit") and exit 0; --resume continues (for machines lent by the minute)')
+                        '(status "time_limit") and exit 0; --resume continues (for machines rented by the minute)')
     p.set_defaults(func=_run)
     return p
 
@@ -621,8 +737,12 @@ def _run(args: argparse.Namespace) -> int:
     except NonFiniteLossError as e:
         print(f'error: {e}', file=sys.stderr)
         return 3
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
-        print(f'error: {e}', file=sys.stderr)
+    except KeyboardInterrupt:
+        print('error: interrupted; summary.json says where the run stopped and how to resume it', file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as e:  # bad settings or data; a folder that cannot be written (read-only, full)
+        where = f' ({e.filename})' if isinstance(e, OSError) and e.filename and str(e.filename) not in str(e) else ''
+        print(f'error: {e}{where}', file=sys.stderr)
         return 2
     keys = ('status', 'steps', 'final_test_error', 'best_test_error', 'best_step', 'wall_time_s',
             'images_per_s_median', 'device')

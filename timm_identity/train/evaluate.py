@@ -26,10 +26,11 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
+from ..cli_args import finite_float, positive_float, positive_int
 from ..integrity import DamagedFileError, check_weights_file, first_line
 from ..model_kwargs import parse_model_kwargs
 from .checkpoint import MODEL_FILE, load_model_weights, resolve_checkpoint
-from .cifar_trainer import _device_name, _versions, evaluate_model, resolve_device
+from .cifar_trainer import device_name, evaluate_model, resolve_device, software_versions
 
 # what makes a SOURCE that does not exist a path (a missing file) rather than a timm name
 _FILE_SUFFIXES = ('.safetensors', '.pth', '.pt', '.bin', '.tar', '.json')
@@ -126,8 +127,11 @@ def evaluate_checkpoint(
         device: str = 'auto',
         amp: str = 'none',
         channels_last: bool = False,
+        flip: bool = False,
 ) -> Dict[str, Any]:
-    """Evaluate ``source`` on the CIFAR test set in ``data_dir``; returns loss, top-1/top-5, error."""
+    """Evaluate ``source`` on the CIFAR test set in ``data_dir``; returns loss, top-1/top-5, error (single
+    view), and with ``flip`` also ``flip_*``: the same with the logits averaged over each image and its
+    horizontal mirror (test-time flip)."""
     from timm_identity.data.cifar import load_cifar
     t0 = time.perf_counter()
     num_classes = {'cifar10': 10, 'cifar100': 100}.get(dataset) if dataset else None
@@ -153,12 +157,15 @@ def evaluate_checkpoint(
         model = model.to(memory_format=torch.channels_last)
     images = torch.from_numpy(np.ascontiguousarray(test.images)).to(dev)
     labels = torch.from_numpy(np.asarray(test.labels, dtype=np.int64)).to(dev)
-    result = evaluate_model(model, images, labels, torch.tensor(mean, device=dev), torch.tensor(std, device=dev),
-                            batch_size, amp, channels_last)
+    mean_t, std_t = torch.tensor(mean, device=dev), torch.tensor(std, device=dev)
+    result = evaluate_model(model, images, labels, mean_t, std_t, batch_size, amp, channels_last)
+    if flip:
+        flipped = evaluate_model(model, images, labels, mean_t, std_t, batch_size, amp, channels_last, flip=True)
+        result.update({f'flip_{k}': v for k, v in flipped.items() if k != 'num_images'})
     return {
         'source': source, 'dataset': dataset, 'split': 'test', **result,
-        'mean': mean, 'std': std, 'device': _device_name(dev), 'amp': amp,
-        'seconds': time.perf_counter() - t0, 'versions': _versions(),
+        'mean': mean, 'std': std, 'device': device_name(dev), 'amp': amp,
+        'seconds': time.perf_counter() - t0, 'versions': software_versions(),
     }
 
 
@@ -175,12 +182,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument('--no-verify-md5', dest='verify_md5', action='store_false')
     p.add_argument('--model', help='architecture of a bare .safetensors file')
     p.add_argument('--model-kwargs', nargs='*', metavar='KEY=VALUE', default=None)
-    p.add_argument('--mean', type=float, nargs=3, help='override the normalisation mean (0..1 scale)')
-    p.add_argument('--std', type=float, nargs=3)
-    p.add_argument('--batch-size', type=int, default=1000)
+    p.add_argument('--mean', type=finite_float, nargs=3, help='override the normalisation mean (0..1 scale)')
+    p.add_argument('--std', type=positive_float, nargs=3, help='override the normalisation std (0..1 scale, > 0)')
+    p.add_argument('--batch-size', type=positive_int, default=1000)
     p.add_argument('--device', default='auto')
     p.add_argument('--amp', choices=('none', 'bf16'), default='none')
     p.add_argument('--channels-last', action='store_true')
+    p.add_argument('--flip', action='store_true', help='also report test-time flip (logits averaged over each '
+                                                      'image and its mirror) as flip_top1 / flip_error ...')
     p.add_argument('--output', help='also write the result JSON here')
     p.set_defaults(func=_run)
     return p
@@ -191,7 +200,7 @@ def _run(args: argparse.Namespace) -> int:
         result = evaluate_checkpoint(
             args.source, args.data_dir, args.dataset, args.verify_md5, args.model,
             parse_model_kwargs(args.model_kwargs), args.mean, args.std, args.batch_size, args.device, args.amp,
-            args.channels_last)
+            args.channels_last, args.flip)
     except (ValueError, FileNotFoundError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

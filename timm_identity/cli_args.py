@@ -1,0 +1,79 @@
+"""argparse helpers shared by every ``timm-identity`` command: value types that reject a wrong argument where
+it is parsed (argparse then prints one line naming the flag and exits with code 2), the help formatter, and
+the run-environment record that result files carry."""
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import sys
+
+__all__ = ['positive_int', 'non_negative_int', 'positive_float', 'non_negative_float', 'finite_float',
+           'DefaultsHelpFormatter', 'environment']
+
+
+def _number(text: str, kind):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'not {"an integer" if kind is int else "a number"}: {text!r}') from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f'must be a finite number, got {text!r}')
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'must be 0 or more, got {value}')
+    return value
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite float (no nan / inf)."""
+    return _number(text, float)
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite float > 0."""
+    value = _number(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f'must be greater than 0, got {value:g}')
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite float >= 0."""
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'must be 0 or more, got {value:g}')
+    return value
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default, except where there is nothing useful to show (None, on/off switches) or the
+    help text already says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ''
+        if action.default is None or isinstance(action.default, bool) or '(default' in text:
+            return text
+        return super()._get_help_string(action)
+
+
+def environment(args: argparse.Namespace) -> dict:
+    """The command line, parsed arguments and software/hardware facts that a result file records."""
+    import torch
+    return {'command': 'timm-identity ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else None,
+            'args': {k: v for k, v in vars(args).items() if k != 'func'},
+            'torch': torch.__version__, 'threads': torch.get_num_threads(), 'machine': platform.machine(),
+            'python': platform.python_version()}
