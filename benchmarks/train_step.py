@@ -25,9 +25,8 @@ import torch
 import timm
 import timm_identity  # noqa: F401
 from timm_identity.model_kwargs import ParseModelKwargs
-from timm_identity.train.cifar_trainer import (
-    build_optimizer, build_scheduler, resolve_device, software_versions, train_step,
-)
+from timm_identity.train.device import resolve_device, software_versions
+from timm_identity.train.step import build_optimizer, build_scheduler, train_step
 from timm_identity.train.device_data import DeviceCifarTrain
 from timm_identity.train.recipes import get_recipe
 

@@ -11,9 +11,9 @@ from safetensors.torch import load_file
 
 import timm_identity  # noqa: F401
 from timm_identity.train.checkpoint import resolve_checkpoint
-from timm_identity.train.cifar_trainer import (
-    NonFiniteLossError, build_optimizer, build_scheduler, resolve_config, train,
-)
+from timm_identity.train.cifar_trainer import NonFiniteLossError, train
+from timm_identity.train.config import resolve_config
+from timm_identity.train.step import build_optimizer, build_scheduler
 from timm_identity.train.device_data import DeviceCifarTrain, channel_stats
 from timm_identity.train.recipes import RECIPES, get_recipe
 

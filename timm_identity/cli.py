@@ -11,8 +11,7 @@ import sys
 COMMAND_MODULES = (
     'timm_identity.report',
     'timm_identity.data.cli',
-    'timm_identity.train.cifar_trainer',
-    'timm_identity.train.evaluate',
+    'timm_identity.train.cli',
     'timm_identity.hub.cli',
     'timm_identity.theory.cli',
     'timm_identity.study.cli',
@@ -36,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ['run-script'] and len(argv) > 1 and argv[1] not in ('-h', '--help'):
+        # the script's arguments go through exactly as given (argparse's REMAINDER would drop a '--')
+        from timm_identity.run_script import run_script
+        run_script(argv[1], argv[2:])
+        return 0
     args = build_parser().parse_args(argv)
     result = args.func(args)
     return int(result or 0)

@@ -235,7 +235,7 @@ def collect(args: argparse.Namespace) -> int:
                 return code
     for name in ('summary.json', 'log.jsonl'):
         shutil.copy2(packed / name, results / name)
-    from timm_identity.train.cifar_trainer import plot_curves
+    from timm_identity.train.plots import plot_curves
     records = [json.loads(line) for line in (packed / 'log.jsonl').read_text().splitlines() if line.strip()]
     plot_curves(records, results / 'curves.png', title=f"{summary['model']} on {summary['dataset']}")
     here = json.loads(eval_json.read_text())

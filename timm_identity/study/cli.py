@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, Sequence
 
 from ..atomic_io import atomic_write_text, write_json
-from ..cli_args import DefaultsHelpFormatter, environment, positive_int
+from ..cli_args import DefaultsHelpFormatter, environment, positive_int, writable_dir
 from .variants import PAPER_WIDTHS, REDUCED_WIDTHS, SIGNAL_VARIANTS, TRAIN_VARIANTS, VARIANTS
 
 __all__ = ['add_parser', 'signal_table', 'training_table']
@@ -74,9 +74,12 @@ def run_signal(args: argparse.Namespace) -> int:
     from ..train.device_data import channel_stats, normalize_uint8
     from .plots import plot_signal
     from .signal_propagation import signal_sweep
-    out = Path(args.out)
     try:
+        out = writable_dir(args.out)
         train_split = _load(args, 'train')
+        if args.images > len(train_split.labels):
+            raise ValueError(f'--images {args.images}: the training split has only {len(train_split.labels):,} '
+                             f'images')
     except (FileNotFoundError, ValueError) as e:
         print(f'timm-identity study signal: error: {e}', file=sys.stderr)
         return 2
@@ -101,7 +104,7 @@ def run_train(args: argparse.Namespace) -> int:
     from timm_identity.data.cifar import CifarSplit
     from .plots import plot_training
     from .training_grid import run_grid
-    from timm_identity.train.cifar_trainer import resolve_device
+    from timm_identity.train.device import resolve_device
     if args.full:
         widths, blocks, steps = PAPER_WIDTHS, args.blocks_per_stage or [9], args.steps or 60_000
         eval_every, test_images, device = args.eval_every or 2_000, None, args.device or 'cuda'

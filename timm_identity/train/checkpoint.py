@@ -36,7 +36,7 @@ from ..integrity import (
 __all__ = [
     'MODEL_FILE', 'CONFIG_FILE', 'STATE_FILE', 'atomic_write_text', 'save_checkpoint', 'resolve_checkpoint',
     'load_train_state', 'load_model_weights', 'model_state_for_save', 'state_dict_mismatch', 'check_checkpoint',
-    'newest_intact_checkpoint', 'resume_hint',
+    'newest_intact_checkpoint', 'resume_hint', 'hub_config_writer',
 ]
 
 MODEL_FILE = 'model.safetensors'
@@ -203,3 +203,24 @@ def load_model_weights(model: torch.nn.Module, path: PathLike) -> None:
     if problem:
         raise ValueError(f'{path} does not fit the model ({problem})')
     model.load_state_dict(state)
+
+
+def hub_config_writer(model, cfg: Dict[str, Any], mean, std, classes, step: int):
+    """``write(path)``: the checkpoint's timm ``config.json`` (Hub form: label names, the run's mean/std, a tag
+    and description naming the run), as :func:`save_checkpoint` takes it."""
+    from timm.models._hub import save_config_for_hf
+
+    def write(path):
+        save_config_for_hf(
+            model, str(path),
+            model_config={
+                'label_names': list(classes),
+                'pretrained_cfg': {
+                    'tag': f"{cfg['dataset']}_{cfg['recipe']}",
+                    'description': f"timm-identity train-cifar checkpoint: {cfg['dataset']}, recipe "
+                                   f"{cfg['recipe']}, step {step} of {cfg['steps']}.",
+                },
+            },
+            data_config={'mean': tuple(mean), 'std': tuple(std)},
+        )
+    return write

@@ -1,4 +1,5 @@
-"""``timm-identity evaluate``: top-1 error of saved weights on the full CIFAR test set.
+"""Evaluation: :func:`evaluate_model` over a whole test set (the trainer's eval points), and
+:func:`evaluate_checkpoint`, top-1 error of saved weights on the full CIFAR test set (``timm-identity evaluate``).
 
 Accepts:
 
@@ -15,27 +16,59 @@ readable safetensors header): a damaged file is a one-line error naming it.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from ..cli_args import finite_float, positive_float, positive_int
 from ..integrity import DamagedFileError, check_weights_file, first_line
-from ..model_kwargs import parse_model_kwargs
 from .checkpoint import MODEL_FILE, load_model_weights, resolve_checkpoint
-from .cifar_trainer import device_name, evaluate_model, resolve_device, software_versions
+from .device import autocast, device_name, resolve_device, software_versions
+from .device_data import iterate_eval_batches
 
 # what makes a SOURCE that does not exist a path (a missing file) rather than a timm name
 _FILE_SUFFIXES = ('.safetensors', '.pth', '.pt', '.bin', '.tar', '.json')
 
-__all__ = ['load_for_eval', 'evaluate_checkpoint', 'add_parser']
+__all__ = ['evaluate_model', 'load_for_eval', 'evaluate_checkpoint']
+
+
+@torch.no_grad()
+def evaluate_model(
+        model: Callable[[torch.Tensor], torch.Tensor],
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        batch_size: int = 1000,
+        amp: str = 'none',
+        channels_last: bool = False,
+        flip: bool = False,
+) -> Dict[str, float]:
+    """Loss, top-1 (and top-5) accuracy and top-1 error in % over the whole set (uint8 NHWC on the
+    model's device), in order, no augmentation (``flip``: logits averaged over each image and its horizontal
+    mirror, test-time flip). One host synchronisation at the end."""
+    from timm.utils import accuracy
+    device = images.device
+    loss_sum = torch.zeros((), device=device)
+    top1_sum = torch.zeros((), device=device)
+    top5_sum = torch.zeros((), device=device)
+    for x, y in iterate_eval_batches(images, labels, batch_size, mean, std, channels_last):
+        with autocast(device, amp):
+            logits = model(x)
+            if flip:
+                logits = (logits.float() + model(x.flip(3)).float()) / 2
+        logits = logits.float()
+        loss_sum += F.cross_entropy(logits, y, reduction='sum')
+        top1, top5 = accuracy(logits, y, topk=(1, 5))
+        top1_sum += top1 * y.numel()
+        top5_sum += top5 * y.numel()
+    n = labels.numel()
+    loss, top1, top5 = (torch.stack([loss_sum, top1_sum, top5_sum]) / n).tolist()
+    return {'loss': loss, 'top1': top1, 'top5': top5, 'error': 100.0 - top1, 'num_images': n}
 
 
 def load_for_eval(source: str, model_name: Optional[str] = None, model_kwargs: Optional[Dict[str, Any]] = None,
@@ -167,45 +200,3 @@ def evaluate_checkpoint(
         'mean': mean, 'std': std, 'device': device_name(dev), 'amp': amp,
         'seconds': time.perf_counter() - t0, 'versions': software_versions(),
     }
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        'evaluate', help='top-1 error of a checkpoint / Hub folder on the full CIFAR test set',
-        description='Evaluate saved weights on the full CIFAR-10/100 test set (official archives). SOURCE: a '
-                    'Hub-format folder (config.json + model.safetensors, e.g. a train-cifar checkpoint), a '
-                    'train-cifar run folder (newest checkpoint), a .safetensors file (with --model), or a timm '
-                    'name such as local-dir:PATH / hf-hub:ID / allconv_resnet_cifar.<tag>.')
-    p.add_argument('source', metavar='SOURCE')
-    p.add_argument('--data-dir', required=True, help='official CIFAR python release (archive or folder)')
-    p.add_argument('--dataset', choices=('cifar10', 'cifar100'), help='default: from the number of classes')
-    p.add_argument('--no-verify-md5', dest='verify_md5', action='store_false')
-    p.add_argument('--model', help='architecture of a bare .safetensors file')
-    p.add_argument('--model-kwargs', nargs='*', metavar='KEY=VALUE', default=None)
-    p.add_argument('--mean', type=finite_float, nargs=3, help='override the normalisation mean (0..1 scale)')
-    p.add_argument('--std', type=positive_float, nargs=3, help='override the normalisation std (0..1 scale, > 0)')
-    p.add_argument('--batch-size', type=positive_int, default=1000)
-    p.add_argument('--device', default='auto')
-    p.add_argument('--amp', choices=('none', 'bf16'), default='none')
-    p.add_argument('--channels-last', action='store_true')
-    p.add_argument('--flip', action='store_true', help='also report test-time flip (logits averaged over each '
-                                                      'image and its mirror) as flip_top1 / flip_error ...')
-    p.add_argument('--output', help='also write the result JSON here')
-    p.set_defaults(func=_run)
-    return p
-
-
-def _run(args: argparse.Namespace) -> int:
-    try:
-        result = evaluate_checkpoint(
-            args.source, args.data_dir, args.dataset, args.verify_md5, args.model,
-            parse_model_kwargs(args.model_kwargs), args.mean, args.std, args.batch_size, args.device, args.amp,
-            args.channels_last, args.flip)
-    except (ValueError, FileNotFoundError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.output:
-        Path(args.output).write_text(text + '\n')
-    return 0

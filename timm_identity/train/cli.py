@@ -1,0 +1,151 @@
+"""``timm-identity train-cifar`` and ``timm-identity evaluate``: the command lines of :mod:`.cifar_trainer` and
+:mod:`.evaluate`. A wrong argument or a run that cannot start is one line on stderr and exit code 2; a loss
+that became non-finite, 3; an interrupt, 130."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..cli_args import finite_float, positive_float, positive_int
+from ..model_kwargs import parse_model_kwargs
+from .cifar_trainer import NonFiniteLossError, train
+from .evaluate import evaluate_checkpoint
+from .recipes import RECIPES
+
+__all__ = ['add_parser']
+
+
+def add_parser(subparsers) -> None:
+    _add_train_parser(subparsers)
+    _add_evaluate_parser(subparsers)
+
+
+def _add_train_parser(subparsers) -> argparse.ArgumentParser:
+    recipes = '; '.join(f"{name}: batch {r['batch_size']}, {r['opt']}, lr {r['lr']}, {r['sched']}, "
+                        f"{r['steps']} steps, label smoothing {r['label_smoothing']}" for name, r in RECIPES.items())
+    p = subparsers.add_parser(
+        'train-cifar',
+        help="train on CIFAR-10/100 with the paper's recipe (or a named one)",
+        description="Train an all-conv residual net on CIFAR-10/100 from the official archives. The default "
+                    "recipe is the paper's (SGD momentum 0.9, batch 128, wd 1e-4 on conv weights, lr 0.05 x0.1 "
+                    "at 30k and 50k steps, 60k steps). Every recipe value below is a flag that overrides it. "
+                    f"Recipes: {recipes}.",
+    )
+    g = p.add_argument_group('data and model')
+    g.add_argument('--data-dir', help='official CIFAR python release: cifar-10-python.tar.gz, '
+                                      'cifar-10-batches-py/ or a folder holding one (same for CIFAR-100)')
+    g.add_argument('--dataset', choices=('cifar10', 'cifar100'), help='default cifar10')
+    g.add_argument('--no-verify-md5', dest='verify_md5', action='store_const', const=False,
+                   help='do not check the official archive md5 (for rebuilt archives)')
+    g.add_argument('--model', help='timm model name (default allconv_resnet_cifar)')
+    g.add_argument('--model-kwargs', nargs='*', metavar='KEY=VALUE',
+                   help='extra timm.create_model arguments, e.g. depths="(1,1,1)" widths="(8,16,32)" stem_chs=8')
+    g = p.add_argument_group('recipe (defaults: the chosen --recipe)')
+    g.add_argument('--recipe', choices=sorted(RECIPES), help='named recipe (default paper)')
+    g.add_argument('--opt', help="timm optimizer ('momentum' = SGD classical momentum, 'sgd' = Nesterov)")
+    g.add_argument('--momentum', type=float)
+    g.add_argument('--batch-size', '-b', type=int)
+    g.add_argument('--lr', type=float)
+    g.add_argument('--weight-decay', '--wd', type=float, help='on conv weights only')
+    g.add_argument('--steps', type=int, help='optimizer updates in total')
+    g.add_argument('--sched', choices=('multistep', 'cosine', 'constant'))
+    g.add_argument('--decay-steps', type=int, nargs='*', help='multistep: updates at which lr *= decay-rate')
+    g.add_argument('--decay-rate', type=float)
+    g.add_argument('--warmup-steps', type=int)
+    g.add_argument('--warmup-lr', type=float)
+    g.add_argument('--min-lr', type=float, help='cosine: final lr')
+    g.add_argument('--label-smoothing', type=float)
+    g.add_argument('--augment', action=argparse.BooleanOptionalAction, default=None,
+                   help='random crop + flip (on by default)')
+    g.add_argument('--pad', type=int, help='zero padding before the random 32x32 crop (4)')
+    g.add_argument('--hflip', action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument('--eval-every', type=int, help='evaluate on the full test set every N steps')
+    g = p.add_argument_group('run')
+    g.add_argument('--seed', type=int, help='model init and data order (default 0)')
+    g.add_argument('--out-dir', help='run folder (default runs/train-cifar-<dataset>-<recipe>-<time>)')
+    g.add_argument('--resume', metavar='PATH', help='continue a run: its folder or one checkpoint folder')
+    g.add_argument('--log-every', type=int, help='log record every N steps (default 100)')
+    g.add_argument('--checkpoint-every', type=int, help='default: at every evaluation')
+    g.add_argument('--keep-checkpoints', type=int, help='newest checkpoints kept (default 2; 0 keeps all)')
+    g.add_argument('--eval-batch-size', type=int, help='default 1000')
+    g.add_argument('--device', help="'auto' (default: cuda if available), 'cpu', 'cuda', 'cuda:1', ...")
+    g.add_argument('--amp', choices=('none', 'bf16'), help='bf16 autocast (default none)')
+    g.add_argument('--channels-last', action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument('--compile', action=argparse.BooleanOptionalAction, default=None, help='torch.compile the model')
+    g.add_argument('--compile-mode', help="torch.compile mode, e.g. 'max-autotune' or 'reduce-overhead'")
+    g.add_argument('--no-progress', dest='progress', action='store_const', const=False, help='no progress bar')
+    g.add_argument('--no-plot', dest='plot', action='store_const', const=False, help='no curves.png')
+    g.add_argument('--time-limit', type=float, metavar='MINUTES',
+                   help='stop after this much wall time at the next step: evaluate, checkpoint, write the summary '
+                        '(status "time_limit") and exit 0; --resume continues (for machines rented by the minute)')
+    p.set_defaults(func=_run_train)
+    return p
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    overrides = {k: v for k, v in vars(args).items() if k not in ('func', 'command', 'argument_default')}
+    if overrides.get('decay_steps') is not None:
+        overrides['decay_steps'] = tuple(overrides['decay_steps'])
+    try:
+        if overrides.get('model_kwargs') is not None:
+            overrides['model_kwargs'] = parse_model_kwargs(overrides['model_kwargs'])
+        summary = train(overrides, argv=sys.argv)
+    except NonFiniteLossError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print('error: interrupted; summary.json says where the run stopped and how to resume it', file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as e:  # bad settings or data; a folder that cannot be written (read-only, full)
+        where = f' ({e.filename})' if isinstance(e, OSError) and e.filename and str(e.filename) not in str(e) else ''
+        print(f'error: {e}{where}', file=sys.stderr)
+        return 2
+    keys = ('status', 'steps', 'final_test_error', 'best_test_error', 'best_step', 'wall_time_s',
+            'images_per_s_median', 'device')
+    print(json.dumps({k: summary[k] for k in keys}, indent=2))
+    print(f"run folder: {summary['config']['out_dir']}", file=sys.stderr)
+    return 0
+
+
+def _add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        'evaluate', help='top-1 error of a checkpoint / Hub folder on the full CIFAR test set',
+        description='Evaluate saved weights on the full CIFAR-10/100 test set (official archives). SOURCE: a '
+                    'Hub-format folder (config.json + model.safetensors, e.g. a train-cifar checkpoint), a '
+                    'train-cifar run folder (newest checkpoint), a .safetensors file (with --model), or a timm '
+                    'name such as local-dir:PATH / hf-hub:ID / allconv_resnet_cifar.<tag>.')
+    p.add_argument('source', metavar='SOURCE')
+    p.add_argument('--data-dir', required=True, help='official CIFAR python release (archive or folder)')
+    p.add_argument('--dataset', choices=('cifar10', 'cifar100'), help='default: from the number of classes')
+    p.add_argument('--no-verify-md5', dest='verify_md5', action='store_false')
+    p.add_argument('--model', help='architecture of a bare .safetensors file')
+    p.add_argument('--model-kwargs', nargs='*', metavar='KEY=VALUE', default=None)
+    p.add_argument('--mean', type=finite_float, nargs=3, help='override the normalisation mean (0..1 scale)')
+    p.add_argument('--std', type=positive_float, nargs=3, help='override the normalisation std (0..1 scale, > 0)')
+    p.add_argument('--batch-size', type=positive_int, default=1000)
+    p.add_argument('--device', default='auto')
+    p.add_argument('--amp', choices=('none', 'bf16'), default='none')
+    p.add_argument('--channels-last', action='store_true')
+    p.add_argument('--flip', action='store_true', help='also report test-time flip (logits averaged over each '
+                                                      'image and its mirror) as flip_top1 / flip_error ...')
+    p.add_argument('--output', help='also write the result JSON here')
+    p.set_defaults(func=_run_evaluate)
+    return p
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    try:
+        result = evaluate_checkpoint(
+            args.source, args.data_dir, args.dataset, args.verify_md5, args.model,
+            parse_model_kwargs(args.model_kwargs), args.mean, args.std, args.batch_size, args.device, args.amp,
+            args.channels_last, args.flip)
+    except (ValueError, FileNotFoundError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.output:
+        Path(args.output).write_text(text + '\n')
+    return 0

@@ -1,0 +1,130 @@
+"""The settings of a ``train-cifar`` run: a named recipe (:mod:`.recipes`), then the runtime defaults, then the
+command line's overrides; checked once, here, with one clear error naming the flag.
+
+When a run resumes, its checkpoint's settings are the base, and an override of anything that changes what is
+computed (:data:`STRICT_KEYS`) is an error.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Optional
+
+from .recipes import RECIPE_KEYS, get_recipe
+
+__all__ = ['RUNTIME_DEFAULTS', 'STRICT_KEYS', 'resolve_config', 'check_config']
+
+# settings that are not part of a recipe; None means "decided at run time" (see resolve_config)
+RUNTIME_DEFAULTS: Dict[str, Any] = dict(
+    recipe='paper',
+    data_dir=None,
+    dataset='cifar10',
+    verify_md5=True,
+    model='allconv_resnet_cifar',
+    model_kwargs={},
+    seed=0,
+    log_every=100,
+    checkpoint_every=None,   # None: at every evaluation
+    keep_checkpoints=2,
+    eval_batch_size=1000,
+    device='auto',
+    amp='none',
+    channels_last=False,
+    compile=False,
+    compile_mode=None,
+    out_dir=None,
+    resume=None,
+    progress=True,
+    plot=True,
+    time_limit=None,         # minutes of wall time for this process; then checkpoint and stop (resumable)
+)
+
+# what a resumed run may not change: everything that changes what is computed
+# (``steps`` may change: it extends or shortens the run; for the cosine schedule that changes its shape)
+STRICT_KEYS = tuple(k for k in RECIPE_KEYS if k not in ('eval_every', 'steps')) + (
+    'recipe', 'dataset', 'model', 'model_kwargs', 'seed')
+
+
+def _normalise(value):
+    """Tuples -> lists, recursively, so configs compare equal before and after a JSON round trip."""
+    if isinstance(value, (list, tuple)):
+        return [_normalise(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _normalise(v) for k, v in value.items()}
+    return value
+
+
+def resolve_config(overrides: Dict[str, Any], resume_config: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The full settings of a run: recipe values, then runtime defaults, then ``overrides``.
+
+    When resuming, the base is the checkpoint's own config, and an override of a key in
+    :data:`STRICT_KEYS` that differs from it is an error (the resumed run would compute something else).
+    """
+    overrides = {k: _normalise(v) for k, v in overrides.items() if v is not None}
+    unknown = set(overrides) - set(RECIPE_KEYS) - set(RUNTIME_DEFAULTS)
+    if unknown:
+        raise ValueError(f'unknown settings {sorted(unknown)}')
+    if resume_config is not None:
+        cfg = dict(resume_config)
+        changed = {k: (cfg.get(k), v) for k, v in overrides.items() if k in STRICT_KEYS and cfg.get(k) != v}
+        if changed:
+            lines = ', '.join(f'{k}: checkpoint {old!r} vs now {new!r}' for k, (old, new) in sorted(changed.items()))
+            raise ValueError(f'cannot resume with different settings ({lines}); leave them out to continue '
+                             f'the run as it was, or start a new run')
+        cfg.update(overrides)
+        cfg['time_limit'] = overrides.get('time_limit')  # a budget of one process, never inherited
+    else:
+        cfg = {**{k: _normalise(v) for k, v in RUNTIME_DEFAULTS.items()}}
+        cfg.update({k: _normalise(v) for k, v in get_recipe(overrides.get('recipe', cfg['recipe'])).items()})
+        cfg.update(overrides)
+    check_config(cfg)
+    return cfg
+
+
+def check_config(cfg: Dict[str, Any]) -> None:
+    def flag(key):
+        return '--' + key.replace('_', '-')
+
+    def positive(key):
+        if not (isinstance(cfg[key], int) and cfg[key] > 0):
+            raise ValueError(f'{flag(key)} must be a positive integer, got {cfg[key]!r}')
+
+    def number(key, low, high=math.inf, low_open=False):
+        value = cfg[key]
+        ok = isinstance(value, (int, float)) and math.isfinite(value) and (value > low if low_open else value >= low)
+        if not ok or value >= high:
+            bounds = f'{"> " if low_open else ">= "}{low:g}' + (f' and < {high:g}' if high != math.inf else '')
+            raise ValueError(f'{flag(key)} must be a finite number {bounds}, got {value!r}')
+    for key in ('batch_size', 'steps', 'eval_every', 'log_every', 'eval_batch_size'):
+        positive(key)
+    if cfg['checkpoint_every'] is not None:
+        positive('checkpoint_every')
+    if not (isinstance(cfg['keep_checkpoints'], int) and cfg['keep_checkpoints'] >= 0):
+        raise ValueError(f"--keep-checkpoints must be 0 (keep all) or more, got {cfg['keep_checkpoints']!r}")
+    if not (isinstance(cfg['pad'], int) and cfg['pad'] >= 0):
+        raise ValueError(f"--pad must be an integer >= 0, got {cfg['pad']!r}")
+    if cfg['time_limit'] is not None:
+        number('time_limit', 0, low_open=True)
+    number('momentum', 0, 1)
+    number('lr', 0, low_open=True)
+    number('weight_decay', 0)
+    number('warmup_lr', 0)
+    number('min_lr', 0)
+    number('decay_rate', 0, low_open=True)
+    if cfg['sched'] not in ('multistep', 'cosine', 'constant'):
+        raise ValueError(f"sched must be 'multistep', 'cosine' or 'constant', got {cfg['sched']!r}")
+    if cfg['amp'] not in ('none', 'bf16'):
+        raise ValueError(f"amp must be 'none' or 'bf16', got {cfg['amp']!r}")
+    if str(cfg['model']).startswith(('local-dir:', 'hf-hub:')):
+        raise ValueError(f"--model {cfg['model']}: train-cifar trains from a fresh init and would not load those "
+                         f"weights (timm builds only the architecture from such a name without pretrained=True). "
+                         f"Fine-tune from weights with tools/finetune.py; continue a run with --resume RUN_DIR.")
+    if cfg['dataset'] not in ('cifar10', 'cifar100'):
+        raise ValueError(f"dataset must be 'cifar10' or 'cifar100', got {cfg['dataset']!r}")
+    if list(cfg['decay_steps']) != sorted(cfg['decay_steps']):
+        raise ValueError(f"decay_steps must be increasing, got {cfg['decay_steps']}")
+    if not 0.0 <= cfg['label_smoothing'] < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {cfg['label_smoothing']}")
+    if cfg['lr'] <= 0 or cfg['weight_decay'] < 0:
+        raise ValueError(f"lr must be > 0 and weight_decay >= 0, got {cfg['lr']}, {cfg['weight_decay']}")
+    if cfg['warmup_steps'] < 0 or (cfg['sched'] == 'cosine' and cfg['warmup_steps'] >= cfg['steps']):
+        raise ValueError(f"warmup_steps must be >= 0 (and < steps for cosine), got {cfg['warmup_steps']}")
