@@ -200,3 +200,85 @@ def test_export_refuses_a_summary_of_another_run(tmp_path, splits):
     assert 'step 7, the checkpoint is step 2' in message and not (tmp_path / 'out').exists()
     folder = export_checkpoint(run, tmp_path / 'ok', summary=run / 'summary.json')  # its own: fine
     assert (folder / 'README.md').is_file()
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['theory', 'linear', '--sweep-depths', '1'], '--sweep-depths: must be at least 3'),
+    (['theory', 'linear', '--sweep-gammas', '1000'], '--sweep-gammas: must be in [0, 20]'),
+    (['theory', 'linear', '--sweep-gammas', 'nan'], '--sweep-gammas: must be a finite number'),
+    (['theory', 'linear', '--sweep-gammas', '-1'], '--sweep-gammas: must be in [0, 20]'),
+    (['theory', 'expressivity', '--n', '1'], '--n: must be at least 2'),
+    (['theory', 'expressivity', '--close-pairs', '-1'], '--close-pairs: must be 0 or more'),
+])
+def test_theory_argument_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_theory_checks_its_inputs_and_out_before_the_work(tmp_path, capsys):
+    assert main(['theory', 'expressivity', '--n', '10', '--close-pairs', '6', '--out', str(tmp_path)]) == 2
+    assert '--close-pairs 6: at most n / 2 = 5 pairs' in capsys.readouterr().err
+    blocker = tmp_path / 'file'
+    blocker.write_text('')
+    assert main(['theory', 'expressivity', '--n', '10', '--out', str(blocker / 'sub')]) == 2
+    err = capsys.readouterr().err
+    assert f'--out {blocker / "sub"}: cannot write there' in err and 'Traceback' not in err
+
+
+def test_study_signal_refuses_more_images_than_the_split_has(tmp_path, tiny_cifar, capsys):
+    assert main(['study', 'signal', '--data-dir', tiny_cifar.folder, '--images', '500', '--out', str(tmp_path)]) == 2
+    assert '--images 500: the training split has only 40 images' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('repo_id, revision, message', [
+    ('a b/c', None, "--repo-id 'a b/c' is not a valid Hub repo id"),
+    ('me/model', '../../x', "--revision '../../x' is not a valid branch name"),
+    ('me/model', 'a b', "--revision 'a b' is not a valid branch name"),
+])
+def test_publish_dry_run_refuses_bad_repo_ids_and_revisions(tmp_path, repo_id, revision, message):
+    from timm_identity.hub.publish import PublishError, publish
+    with pytest.raises(PublishError) as e:
+        publish(tmp_path, repo_id, revision=revision, dry_run=True, echo=lambda s: None)
+    assert message in str(e.value)
+
+
+def test_export_overwrite_onto_its_own_source_is_refused(tmp_path, splits):
+    from timm_identity.hub.export import ExportError, export_checkpoint
+    run = tmp_path / 'run'
+    train(tiny_overrides(run, steps=2, eval_every=2), *splits)
+    ckpt = run / 'checkpoints' / 'step_00000002'
+    with pytest.raises(ExportError, match='is the folder of the checkpoint being exported'):
+        export_checkpoint(ckpt, ckpt, overwrite=True)
+    with pytest.raises(ExportError, match='is the folder of the checkpoint being exported'):
+        export_checkpoint(ckpt, run, overwrite=True)
+    assert (ckpt / 'model.safetensors').is_file()
+
+
+def test_run_script_keeps_a_double_dash(tmp_path, capsys):
+    script = tmp_path / 's.py'
+    script.write_text('import sys; print(sys.argv[1:])\n')
+    assert main(['run-script', str(script), '--', 'a']) == 0
+    assert capsys.readouterr().out.strip() == "['--', 'a']"
+
+
+def test_a_broken_tag_folder_breaks_only_that_tag(tmp_path):
+    """A damaged weights.json, or a missing TIMM_IDENTITY_HUB_CONFIGS folder, must not break the import."""
+    import shutil
+    from timm_identity.hub.export import hub_configs_dir
+    configs = tmp_path / 'hub_configs'
+    shutil.copytree(hub_configs_dir(), configs, ignore=shutil.ignore_patterns('*.safetensors'))
+    (configs / 'allconv_resnet_cifar.cifar10' / 'weights.json').write_text('{"file": ')
+    code = ("import timm, timm_identity; print(timm.is_model('allconv_resnet_cifar'));"
+            "m = timm.create_model('allconv_resnet_cifar.cifar100');"
+            "try:\n timm.create_model('allconv_resnet_cifar.cifar10', pretrained=True)\n"
+            "except RuntimeError as e: print(str(e).splitlines()[0])")
+    for value in (str(configs), str(tmp_path / 'missing')):
+        proc = subprocess.run([sys.executable, '-c', code], env={**os.environ, 'TIMM_IDENTITY_HUB_CONFIGS': value},
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.splitlines()[0] == 'True'
+        if value == str(configs):
+            assert 'weights record is damaged' in proc.stdout
+        else:
+            assert 'not a folder' in proc.stderr and 'own pretrained tags instead' in proc.stderr

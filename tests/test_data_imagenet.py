@@ -164,3 +164,35 @@ def test_labels_and_images_must_match(tmp_path):
     labels.write_text('\n'.join(lines + ['ILSVRC2012_val_00000099.JPEG n01440764']) + '\n')
     with pytest.raises(DatasetFormatError, match=r'1 label\(s\) for images not in'):
         list_imagenet(tmp_path / 'in', 'val', val_labels=labels)
+
+
+def test_empty_train_class_folder_is_an_error(tmp_path):
+    """timm's ImageFolder skips an empty class folder, which would shift every later class index."""
+    make_tiny_imagenet(tmp_path / 'in')
+    (tmp_path / 'in' / 'train' / 'n01443000').mkdir()
+    for split in ('train', 'val'):
+        with pytest.raises(DatasetFormatError, match=r'n01443000: an empty class folder'):
+            list_imagenet(tmp_path / 'in', split)
+
+
+def test_labels_file_with_a_byte_order_mark(tmp_path):
+    path = tmp_path / 'labels.txt'
+    path.write_bytes('\ufeffa.JPEG n01443537\nb 2\n'.encode('utf-8'))
+    assert read_val_labels(path, list(WNIDS)) == {'a': 1, 'b': 2}
+
+
+def test_truncated_jpeg_fails_verify_without_decode(tmp_path, capsys):
+    make_tiny_imagenet(tmp_path / 'in')
+    victim = next((tmp_path / 'in' / 'train' / WNIDS[0]).iterdir())
+    victim.write_bytes(victim.read_bytes()[:-40])  # cut off: the magic bytes are still there
+    assert shard_imagenet(tmp_path / 'in', tmp_path / 'out') == 0
+    report = verify_shards(tmp_path / 'out', progress=False)
+    assert any('is truncated (no JPG end marker ffd9' in p for p in report.problems), report.problems
+
+
+def test_shard_bytes_zero_is_an_argument_error(tmp_path, capsys):
+    make_tiny_imagenet(tmp_path / 'in')
+    with pytest.raises(SystemExit) as e:
+        main(['shards', 'imagenet', str(tmp_path / 'in'), '--out', str(tmp_path / 'out'), '--shard-bytes', '0'])
+    assert e.value.code == 2 and '--shard-bytes: must be at least 1 byte' in capsys.readouterr().err
+    assert not (tmp_path / 'out').exists()

@@ -7,9 +7,10 @@ import argparse
 import math
 import platform
 import sys
+from pathlib import Path
 
 __all__ = ['positive_int', 'non_negative_int', 'positive_float', 'non_negative_float', 'finite_float',
-           'DefaultsHelpFormatter', 'environment']
+           'int_at_least', 'float_in_range', 'writable_dir', 'DefaultsHelpFormatter', 'environment']
 
 
 def _number(text: str, kind):
@@ -57,6 +58,45 @@ def non_negative_float(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f'must be 0 or more, got {value:g}')
     return value
+
+
+def int_at_least(minimum: int):
+    """argparse type factory: an integer >= ``minimum``."""
+    def parse(text: str) -> int:
+        value = _number(text, int)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f'must be at least {minimum}, got {value}')
+        return value
+    parse.__name__ = f'integer >= {minimum}'
+    return parse
+
+
+def float_in_range(low: float, high: float):
+    """argparse type factory: a finite float in [low, high]."""
+    def parse(text: str) -> float:
+        value = _number(text, float)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f'must be in [{low:g}, {high:g}], got {value:g}')
+        return value
+    parse.__name__ = f'number in [{low:g}, {high:g}]'
+    return parse
+
+
+def writable_dir(path, flag: str = '--out') -> Path:
+    """Create ``path`` if needed and prove a file can be written there, before any long work starts
+    (``ValueError`` naming the flag and the folder if not)."""
+    import os
+    import tempfile
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix='.write-test-'):
+            pass
+    except OSError as e:
+        raise ValueError(f'{flag} {path}: cannot write there ({e.strerror or e})') from None
+    if not os.access(path, os.W_OK):
+        raise ValueError(f'{flag} {path}: cannot write there')
+    return path
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -39,6 +39,14 @@ def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
 
 
+def positive_size(text: str) -> int:
+    """argparse type: a size of at least 1 byte (see :func:`parse_size`)."""
+    size = parse_size(text)
+    if size < 1:
+        raise argparse.ArgumentTypeError(f'must be at least 1 byte, got {text!r}')
+    return size
+
+
 def _add_writer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--out', required=True, metavar='DIR',
                         help='dataset folder for the shards and _info.json (created; a rerun resumes in it, '
@@ -46,7 +54,7 @@ def _add_writer_options(parser: argparse.ArgumentParser) -> None:
     size = parser.add_argument_group('shard size (a shard closes at whichever limit comes first)')
     size.add_argument('--shard-samples', type=positive_int, default=None, metavar='N',
                       help='samples per shard (default 1000 when --shard-bytes is not given)')
-    size.add_argument('--shard-bytes', type=parse_size, default=None, metavar='SIZE',
+    size.add_argument('--shard-bytes', type=positive_size, default=None, metavar='SIZE',
                       help='target bytes per shard, e.g. 256MB or 1GiB (planned from file sizes; for CIFAR '
                            'from the raw pixel size, so PNG shards come out smaller)')
     parser.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1), metavar='N',

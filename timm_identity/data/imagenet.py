@@ -136,7 +136,7 @@ def read_val_labels(path: str | os.PathLike, classes: list[str]) -> dict[str, in
     path = os.fspath(path)
     class_to_idx = {w: i for i, w in enumerate(classes)}
     labels: dict[str, int] = {}
-    with open(path, encoding='utf-8') as f:
+    with open(path, encoding='utf-8-sig') as f:  # a UTF-8 byte-order mark (Windows editors) is not part of a name
         lines = f.read().splitlines()
     kaggle = bool(lines) and lines[0].replace(' ', '').lower().startswith('imageid,predictionstring')
     for lineno, line in enumerate(lines[1:] if kaggle else lines, start=2 if kaggle else 1):
@@ -195,6 +195,12 @@ def list_imagenet(
     classes = sorted(e.name for e in _visible_entries(train_dir) if e.is_dir())
     if not classes:
         raise DatasetFormatError(f'{train_dir}: no class folders')
+    empty = [c for c in classes if not _visible_entries(os.path.join(train_dir, c))]
+    if empty:
+        raise DatasetFormatError(
+            f'{os.path.join(train_dir, empty[0])}: an empty class folder (timm\'s ImageFolder skips it, which would '
+            f'shift every later class index against ours); remove it or add its images'
+            + (f' ({len(empty)} empty: {empty[:5]})' if len(empty) > 1 else ''))
     class_to_idx = {w: i for i, w in enumerate(classes)}
 
     split_dir = os.path.join(root, split)

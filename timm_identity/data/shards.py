@@ -481,6 +481,10 @@ class _HashingReader(io.RawIOBase):
         return n
 
 
+# the bytes a complete file ends with (JPEG: the EOI marker, perhaps followed by padding; PNG: the IEND chunk)
+_IMAGE_END = {'jpg': b'\xff\xd9', 'png': b'IEND\xaeB`\x82'}
+
+
 def _check_sample(sample: dict, num_classes: int, decode: bool) -> str | None:
     """The problem with one sample, or None."""
     if 'cls' not in sample:
@@ -498,6 +502,9 @@ def _check_sample(sample: dict, num_classes: int, decode: bool) -> str | None:
     sniffed = sniff_image_format(data[:16])
     if images[0] != 'webp' and sniffed != images[0]:
         return f'.{images[0]} does not start with {images[0].upper()} magic bytes (first bytes {data[:8].hex()})'
+    end = _IMAGE_END.get(images[0])
+    if end is not None and end not in data[-32:]:  # a cut-off file: cheap to see without decoding
+        return f'.{images[0]} is truncated (no {images[0].upper()} end marker {end.hex()} in its last bytes)'
     if decode:
         from PIL import Image
         try:

@@ -55,8 +55,8 @@ class ExportError(RuntimeError):
 def hub_configs_dir() -> Path:
     """The ``hub_configs/`` folder the package reads its pretrained tags from (a source checkout's, with an
     editable install, or ``$TIMM_IDENTITY_HUB_CONFIGS``)."""
-    from timm_identity.models.allconv_resnet import _hub_configs_root
-    return Path(str(_hub_configs_root()))
+    from timm_identity.models.allconv_resnet import hub_configs_root
+    return Path(str(hub_configs_root()))
 
 
 def default_model_card_path() -> Path:
@@ -514,6 +514,10 @@ def export_checkpoint(
         kwargs['overwrite'] = True
     if output is None:
         raise ExportError('Where to? Pass --output DIR or --to-hub-configs.')
+    source_dir = Path(weights).resolve().parent
+    if Path(output).resolve() in (source_dir, *source_dir.parents) and not to_hub_configs:
+        raise ExportError(f'--output {output} is the folder of the checkpoint being exported (or holds it): '
+                          f'--overwrite would delete the source. Export to another folder.')
 
     try:
         model = timm.create_model(name, pretrained=False, **args)

@@ -138,6 +138,15 @@ def publish(
     """Upload ``folder`` to the model repo ``repo_id``. Returns the commit URL (None for a dry run)."""
     if not repo_id or repo_id.count('/') != 1 or not all(repo_id.split('/')):
         raise PublishError(f'--repo-id must be "owner/name", got {repo_id!r}.')
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise PublishError(f'--repo-id {repo_id!r} is not a valid Hub repo id ({str(e).splitlines()[0]}).') from None
+    if revision is not None and (not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9._/-]*', revision)
+                                 or '..' in revision.split('/') or revision.endswith(('/', '.lock'))):
+        raise PublishError(f'--revision {revision!r} is not a valid branch name (letters, digits, . _ - /; no '
+                           f'".." parts).')
     files = collect_upload(folder)
     check_repo_names(folder, repo_id)
     endpoint = (endpoint or constants.ENDPOINT).rstrip('/')

@@ -15,6 +15,7 @@ replaced by a stride-2 first block, plus a fifth stage of 3 blocks at 512 channe
 Pretrained tags are generated from the ``config.json`` files in the repository's ``hub_configs/``.
 """
 import json
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -25,22 +26,19 @@ from torch import nn
 from timm.layers import SelectAdaptivePool2d, get_norm_layer, register_notrace_function
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
-
-try:  # timm >= 1.0.26 records reconstruction args (used by save_for_hf); older timm has no such record
-    from timm.models._input import update_model_args
-except ImportError:  # pragma: no cover
-    def update_model_args(model: nn.Module, **model_args: Any) -> None:
-        pass
+from timm.models._input import update_model_args  # records reconstruction args (save_for_hf)
 
 from .fixed_projection import HEAD_TYPES, create_classifier
 from .residual_block import AllConvResidualBlock, init_conv_
 from .weights_record import (
-    HUB_CONFIGS_ENV, WeightsStatus, hub_configs_override, read_record, verify_weights_file, weights_status,
+    HUB_CONFIGS_ENV, WeightsError, WeightsStatus, hub_configs_override, read_record, verify_weights_file,
+    weights_status,
 )
 
-__all__ = ['AllConvResNet', 'ARCH_DEFAULTS', 'check_input', 'load_hub_configs', 'recorded_test_results']
+__all__ = ['AllConvResNet', 'ARCH_DEFAULTS', 'check_input', 'hub_configs_root', 'load_hub_configs',
+           'recorded_test_results']
 
-# Architecture defaults of the two registered models; `timm.create_model(name, **kwargs)` overrides any.
+# Architecture defaults of the registered models; `timm.create_model(name, **kwargs)` overrides any.
 ARCH_DEFAULTS: Dict[str, Dict[str, Any]] = {
     'allconv_resnet_cifar': dict(  # Table 1
         depths=(9, 9, 9), widths=(64, 128, 256), strides=(1, 2, 2),
@@ -301,7 +299,7 @@ class AllConvResNet(nn.Module):
         return take_indices
 
 
-def _hub_configs_root():
+def hub_configs_root():
     """``$TIMM_IDENTITY_HUB_CONFIGS`` if set; else the installed package data ``timm_identity.hub_configs``, or
     ``hub_configs/`` beside the package when it runs from a plain checkout on ``PYTHONPATH`` (no install)."""
     override = hub_configs_override()
@@ -316,7 +314,15 @@ def _hub_configs_root():
 
 
 def _hub_config_dirs():
-    return [d for d in sorted(_hub_configs_root().iterdir(), key=lambda p: p.name)
+    try:
+        root = hub_configs_root()
+    except ValueError as e:  # a wrong $TIMM_IDENTITY_HUB_CONFIGS must not break `import timm_identity`
+        warnings.warn(f'{e} Using the package\'s own pretrained tags instead.', stacklevel=2)
+        try:
+            root = resources.files('timm_identity.hub_configs')
+        except ModuleNotFoundError:
+            root = Path(__file__).resolve().parents[2] / 'hub_configs'
+    return [d for d in sorted(root.iterdir(), key=lambda p: p.name)
             if d.is_dir() and (d / 'config.json').is_file()]
 
 
@@ -338,7 +344,13 @@ def load_hub_configs() -> Dict[str, Dict[str, Any]]:
     for folder in _hub_config_dirs():
         folder = Path(str(folder))
         architecture, sep, tag = folder.name.partition('.')
-        hub_cfg = json.loads((folder / 'config.json').read_text())
+        try:
+            hub_cfg = json.loads((folder / 'config.json').read_text())
+            if not isinstance(hub_cfg, dict) or not isinstance(hub_cfg.get('pretrained_cfg'), dict):
+                raise ValueError('not a timm config.json with a pretrained_cfg')
+        except (OSError, ValueError) as e:  # one broken tag folder: that tag is unusable, not the package
+            warnings.warn(f'{folder / "config.json"}: {e}; the tag {folder.name} is not registered.', stacklevel=2)
+            continue
         if not sep or hub_cfg.get('architecture') != architecture:
             raise ValueError(f'{folder}: folder must be named <architecture>.<tag> and match its config.json '
                              f'architecture ({hub_cfg.get("architecture")!r}).')
@@ -349,7 +361,10 @@ def load_hub_configs() -> Dict[str, Dict[str, Any]]:
         for key in ('input_size', 'test_input_size', 'min_input_size', 'pool_size', 'mean', 'std'):
             if cfg.get(key) is not None:
                 cfg[key] = tuple(cfg[key])
-        status = weights_status(folder, cfg.get('hf_hub_id'))
+        try:
+            status = weights_status(folder, cfg.get('hf_hub_id'))
+        except WeightsError as e:  # a damaged weights.json: this tag has no usable weights; the rest is fine
+            status = WeightsStatus(False, None, f'its weights record is damaged ({e})')
         TAG_WEIGHTS[folder.name] = (folder, status)
         if not status.available:
             PLANNED_HF_HUB_IDS[folder.name] = cfg.pop('hf_hub_id', None)

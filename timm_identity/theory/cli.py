@@ -5,12 +5,14 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 
 from ..atomic_io import write_json
-from ..cli_args import DefaultsHelpFormatter, environment, positive_int
+from ..cli_args import (
+    DefaultsHelpFormatter, environment, float_in_range, int_at_least, non_negative_int, positive_float, positive_int,
+    writable_dir,
+)
 from . import expressivity, linear, plots
 
 
@@ -19,7 +21,11 @@ from . import expressivity, linear, plots
 # ---------------------------------------------------------------------------------------------------------
 
 def run_linear(args: argparse.Namespace) -> int:
-    out = Path(args.out)
+    try:
+        out = writable_dir(args.out)  # before minutes of work, not after
+    except ValueError as e:
+        print(f'timm-identity theory linear: error: {e}', file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     sweep = linear.theorem21_sweep(args.sweep_dims, args.sweep_gammas, args.sweep_depths, seed=args.seed)
     eq23 = linear.eq23_check(args.eq23_points, args.dim, args.depths, seed=args.seed)
@@ -98,11 +104,14 @@ def _load_inputs(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, 
 
 
 def run_expressivity(args: argparse.Namespace) -> int:
-    out = Path(args.out)
     t = time.perf_counter()
     try:
+        out = writable_dir(args.out)  # before the construction, not after
+        if args.dataset == 'synthetic' and 2 * args.close_pairs > (args.n or 500):
+            raise ValueError(f'--close-pairs {args.close_pairs}: at most n / 2 = {(args.n or 500) // 2} pairs '
+                             f'fit in --n {args.n or 500} points')
         x, y_true, r, source = _load_inputs(args)
-    except (FileNotFoundError, ValueError) as e:  # no / not a CIFAR release at --data-root
+    except (FileNotFoundError, ValueError) as e:  # no / not a CIFAR release at --data-root, a bad --out
         print(f'timm-identity theory expressivity: error: {e}', file=sys.stderr)
         return 2
     load_seconds = time.perf_counter() - t
@@ -142,6 +151,9 @@ def run_expressivity(args: argparse.Namespace) -> int:
 # parsers
 # ---------------------------------------------------------------------------------------------------------
 
+GAMMA = float_in_range(0.0, 20.0)  # max |log sigma(R)|: sigma up to e^20 keeps R well inside float64
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     theory = subparsers.add_parser(
         'theory', help="the paper's theory (Sections 2-3) as runnable experiments",
@@ -161,15 +173,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     lin.add_argument('--depths', type=positive_int, nargs='+', default=[2, 4, 8, 16],
                      help='depths for gradient descent')
     lin.add_argument('--steps', type=positive_int, default=1500, help='gradient steps per run')
-    lin.add_argument('--lr', type=float, default=0.1, help='step size; each run uses lr / depth')
-    lin.add_argument('--gamma', type=float, default=0.5, help='gamma of the target R for gradient descent')
-    lin.add_argument('--init-scales', type=float, nargs='+', default=[0.01, 0.1],
+    lin.add_argument('--lr', type=positive_float, default=0.1, help='step size; each run uses lr / depth')
+    lin.add_argument('--gamma', type=GAMMA, default=0.5, help='gamma of the target R for gradient descent')
+    lin.add_argument('--init-scales', type=positive_float, nargs='+', default=[0.01, 0.1],
                      help='entry std of the small random inits (standard parameterisation)')
     lin.add_argument('--sweep-dims', type=positive_int, nargs='+', default=[3, 8, 32],
                      help='sizes d of R (Theorem 2.1)')
-    lin.add_argument('--sweep-gammas', type=float, nargs='+', default=[0.05, 0.5, 2.0],
-                     help='gamma = max |log sigma(R)| of the random R')
-    lin.add_argument('--sweep-depths', type=positive_int, nargs='+', help='depths l (Theorem 2.1)',
+    lin.add_argument('--sweep-gammas', type=GAMMA, nargs='+', default=[0.05, 0.5, 2.0],
+                     help='gamma = max |log sigma(R)| of the random R, in [0, 20]')
+    lin.add_argument('--sweep-depths', type=int_at_least(3), nargs='+',
+                     help='depths l (Theorem 2.1; at least 3: one factor for each of U, K, V^T)',
                      default=[3, 4, 5, 6, 7, 8, 11, 16, 23, 32, 45, 64, 91, 128, 181, 256])
     lin.add_argument('--eq23-points', type=positive_int, default=200, help='random points for eq. (2.3)')
     lin.add_argument('--critical-starts', type=positive_int, default=10, help='critical-point searches (each kind)')
@@ -186,11 +199,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     exp.add_argument('--dataset', choices=['synthetic', 'cifar10', 'cifar100'], default='synthetic')
     exp.add_argument('--data-root', default=None,
                      help='the official CIFAR python release, archive or folder (required for cifar10/cifar100)')
-    exp.add_argument('--n', type=positive_int, default=None,
+    exp.add_argument('--n', type=int_at_least(2), default=None,
                      help='number of training points (synthetic: 500; CIFAR: all 50,000)')
     exp.add_argument('--dim', type=positive_int, default=64, help='synthetic: input dimension d')
     exp.add_argument('--classes', type=positive_int, default=10, help='synthetic: number of classes r')
-    exp.add_argument('--close-pairs', type=int, default=10,
+    exp.add_argument('--close-pairs', type=non_negative_int, default=10,
                      help='synthetic: near-duplicate pairs with different labels (small rho)')
     exp.add_argument('--labels', nargs='+', choices=['true', 'random'], default=['true', 'random'],
                      help='fit the true labels and/or uniformly random ones')
