@@ -37,3 +37,28 @@ def test_sample_round_trip_and_damage_is_refused(tmp_path):
     shutil.rmtree(tmp_path)
     with pytest.raises(ValueError, match='not readable'):
         load_cifar10_sample(tmp_path)
+
+
+def test_demo_classifies_the_sample_with_every_shipped_cifar10_tag(capsys):
+    """README's first command: the shipped CIFAR-10 weights at work on the shipped real test images."""
+    import timm
+    import torch
+    from timm_identity.cli import main
+    from timm_identity.models import recorded_test_results
+    assert main(['demo']) == 0
+    out = capsys.readouterr().out
+    tags = [t for t in timm.list_pretrained('allconv*') if timm.models.get_pretrained_cfg(t).num_classes == 10]
+    assert tags, 'no CIFAR-10 tag has weights'
+    images, labels, _ = load_cifar10_sample()
+    for tag in tags:
+        model = timm.create_model(tag, pretrained=True).eval()
+        cfg = model.pretrained_cfg
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
+        x = (x - torch.tensor(cfg['mean']).view(1, 3, 1, 1)) / torch.tensor(cfg['std']).view(1, 3, 1, 1)
+        with torch.no_grad():
+            right = int((model(x).argmax(1).numpy() == labels).sum())
+        recorded = recorded_test_results(tag)
+        line = next(line for line in out.splitlines() if f"timm.create_model('{tag}', pretrained=True)" in line)
+        assert f'{right}/100 right' in line and f"top-1 error {recorded['error']:.2f} %" in line, line
+        assert f"({recorded['images']:,} images)" in line
+    assert 'Identity at init' in out and 'allconv_resnet_cifar_w16_d3' in out

@@ -39,5 +39,5 @@ def test_readme_quick_tour_runs():
     code += ("\nprint(model.num_classes, len(feats.feature_info), feats.feature_info.reduction(), "
              "tuned.num_classes, sum(p.requires_grad for p in tuned.get_classifier().parameters()))")
     lines = _run(code).strip().splitlines()
-    assert lines[0] == "['allconv_resnet_cifar', 'allconv_resnet_imagenet']"
+    assert lines[0] == "['allconv_resnet_cifar', 'allconv_resnet_cifar_w16_d3', 'allconv_resnet_imagenet']"
     assert lines[1] == '10 6 [2, 4, 8, 16, 32, 32] 37 2', lines[1]

@@ -40,10 +40,26 @@ def _conv_counts(model):
 # --- registry and pretrained cfgs -------------------------------------------------------------------------
 
 def test_registry_lists_models_and_tags():
-    assert timm.list_models('allconv*') == ['allconv_resnet_cifar', 'allconv_resnet_imagenet']
+    assert timm.list_models('allconv*') == ['allconv_resnet_cifar', 'allconv_resnet_cifar_w16_d3',
+                                            'allconv_resnet_imagenet']
     folders = sorted(p.name for p in hub_configs_dir().iterdir() if (p / 'config.json').is_file())
     assert timm.list_models('allconv*', include_tags=True) == folders == [
-        'allconv_resnet_cifar.cifar10', 'allconv_resnet_cifar.cifar100', 'allconv_resnet_imagenet.in1k']
+        'allconv_resnet_cifar.cifar10', 'allconv_resnet_cifar.cifar100', 'allconv_resnet_cifar_w16_d3.cifar10',
+        'allconv_resnet_cifar_w16_d3.cifar100', 'allconv_resnet_imagenet.in1k']
+
+
+def test_cpu_sized_member_differs_from_table_1_only_in_channels_and_blocks():
+    small, table1 = timm.create_model('allconv_resnet_cifar_w16_d3'), timm.create_model('allconv_resnet_cifar')
+    assert [len(s) for s in small.stages] == [3, 3, 3] and [len(s) for s in table1.stages] == [9, 9, 9]
+    assert [s[0].conv2.out_channels for s in small.stages] == [16, 32, 64]
+    assert [s[0].conv2.out_channels for s in table1.stages] == [64, 128, 256]
+    assert type(small.fc) is type(table1.fc) and not list(small.fc.parameters())  # the fixed random projection
+    assert small.stem.out_channels == table1.stem.out_channels == 16
+    assert type(small.stages[1][0].shortcut) is type(table1.stages[1][0].shortcut)
+    assert not any(isinstance(m, (nn.BatchNorm2d, nn.Dropout, nn.MaxPool2d)) for m in small.modules())
+    assert _conv_counts(small) == (19, 267_696, 688)
+    w = small.stages[2][1].conv1.weight  # paper init: sigma = 1/(k^2 c) with c = 64 output channels
+    assert abs(w.std().item() * (9 * 64) - 1) < 0.03
 
 
 def test_pretrained_list_says_only_what_has_weights():

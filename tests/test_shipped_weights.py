@@ -1,0 +1,65 @@
+"""The weights that ship in hub_configs/, tested as shipped: the file's SHA-256 (its record's and the one
+recorded here), `pretrained=True` through timm, a known output on the package's real CIFAR-10 sample, and
+`timm.list_pretrained` listing exactly the shipped tags. The expected values come from
+``tools/record_shipped_outputs.py``, run when the weights were exported."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import timm
+
+import timm_identity  # noqa: F401
+from timm_identity.data.sample_images import load_cifar10_sample
+from timm_identity.hub.export import hub_configs_dir
+from timm_identity.integrity import sha256_file
+from timm_identity.models import recorded_test_results
+
+KNOWN = json.loads((Path(__file__).parent / 'shipped_outputs.json').read_text())
+
+
+def _sample(cfg):
+    images, labels, _ = load_cifar10_sample()
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
+    return (x - torch.tensor(cfg['mean']).view(1, 3, 1, 1)) / torch.tensor(cfg['std']).view(1, 3, 1, 1), labels
+
+
+def test_list_pretrained_is_exactly_the_shipped_tags():
+    shipped = sorted(d.name for d in hub_configs_dir().iterdir() if (d / 'weights.json').is_file()
+                     and (d / 'model.safetensors').is_file())
+    assert shipped == sorted(KNOWN) and len(shipped) >= 1
+    assert sorted(timm.list_pretrained('allconv*')) == shipped
+
+
+@pytest.mark.parametrize('tag', sorted(KNOWN))
+def test_shipped_tag_as_shipped(tag):
+    folder = hub_configs_dir() / tag
+    record = json.loads((folder / 'weights.json').read_text())
+    assert sha256_file(folder / 'model.safetensors') == record['sha256'] == KNOWN[tag]['sha256']
+    model = timm.create_model(tag, pretrained=True).eval()
+    assert model.pretrained_cfg['file'] == str(folder / 'model.safetensors')  # the checked, shipped file
+    x, _ = _sample(model.pretrained_cfg)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            logits = model(x)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.allclose(logits[0], torch.tensor(KNOWN[tag]['logits_of_sample_0']), atol=2e-4)
+    predictions = logits.argmax(1).tolist()
+    agree = sum(a == b for a, b in zip(predictions, KNOWN[tag]['predictions_on_sample']))
+    assert agree >= 99, f'{agree}/100 predictions as recorded'  # a tie may flip with other kernels
+    # the card records the full-test-set result measured on these weights
+    recorded = recorded_test_results(tag)
+    assert recorded['split'] == 'test' and recorded['images'] == 10_000 and 0 < recorded['error'] < 100
+
+
+def test_shipped_weights_fine_tune_start():
+    """The documented fine-tuning start: same backbone, a new trainable head for 20 classes."""
+    tag = sorted(KNOWN)[0]
+    base = timm.create_model(tag, pretrained=True)
+    ft = timm.create_model(tag, pretrained=True, num_classes=20, head='linear')
+    sd, sd_ft = base.state_dict(), ft.state_dict()
+    assert all(torch.equal(sd[k], sd_ft[k]) for k in sd if not k.startswith('fc.'))
+    assert isinstance(ft.fc, torch.nn.Linear) and ft.fc.out_features == 20
