@@ -8,6 +8,7 @@ import pytest
 from timm_identity.hub import publish as publish_mod
 from timm_identity.hub.export import export_checkpoint
 from timm_identity.hub.publish import publish
+from timm_identity.integrity import sha256_file
 from timm_identity.models import weights_record as wr
 
 from hub_testutil import TINY, tiny_checkpoint, write_model_card
@@ -29,7 +30,7 @@ def test_status_follows_where_the_weights_are(tag_folder, tmp_path, monkeypatch)
     repo = 'timm-identity/allconv_resnet_cifar.cifar10'
     monkeypatch.setattr(wr, '_in_hf_cache', lambda repo_id, filename: False)
     record = wr.read_record(tag_folder)
-    assert record['sha256'] == wr.sha256_file(tag_folder / 'model.safetensors') and record['published'] is None
+    assert record['sha256'] == sha256_file(tag_folder / 'model.safetensors') and record['published'] is None
     status = wr.weights_status(tag_folder, repo)
     assert status.available and status.local_file == tag_folder / 'model.safetensors'
 

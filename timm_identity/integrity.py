@@ -23,8 +23,8 @@ from typing import Any, Iterable, Optional, Union
 
 from .atomic_io import atomic_write_text
 
-__all__ = ['FILES_KEY', 'DamagedFileError', 'sha256_file', 'record_files', 'check_recorded', 'check_weights_file',
-           'torch_load_checked', 'first_line']
+__all__ = ['FILES_KEY', 'DamagedFileError', 'file_digest', 'sha256_file', 'record_files', 'check_recorded',
+           'check_weights_file', 'torch_load_checked', 'first_line']
 
 FILES_KEY = 'files'
 CONFIG_NAME = 'config.json'
@@ -36,12 +36,19 @@ class DamagedFileError(ValueError):
     """A weights file that differs from its recorded size/sha256, or cannot be read (message names it)."""
 
 
-def sha256_file(path: PathLike, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
+def file_digest(path: PathLike, algorithm: str = 'sha256', chunk_size: int = 1 << 20) -> str:
+    """Hex digest of a file, read in chunks: the one file hash of the package (sha256 for our records and
+    shards; md5 only to compare with the official CIFAR archives' published md5)."""
+    digest = hashlib.new(algorithm)
     with open(path, 'rb') as f:
         for chunk in iter(lambda: f.read(chunk_size), b''):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_file(path: PathLike) -> str:
+    """Hex sha256 of a file (the one the Hub shows and ``sha256sum`` prints)."""
+    return file_digest(path, 'sha256')
 
 
 def record_files(folder: PathLike, names: Iterable[str]) -> None:

@@ -17,7 +17,6 @@ that only accepts the numpy objects these files are made of, so a tampered file 
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -29,6 +28,7 @@ from typing import Any, BinaryIO, Literal
 
 import numpy as np
 
+from ..integrity import file_digest
 from .errors import ChecksumError, DatasetFormatError
 
 _logger = logging.getLogger(__name__)
@@ -90,13 +90,9 @@ class CifarSplit:
         return len(self.labels)
 
 
-def file_md5(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    """Hex md5 of a file, read in chunks."""
-    md5 = hashlib.md5()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(chunk_size), b''):
-            md5.update(chunk)
-    return md5.hexdigest()
+def file_md5(path: str | os.PathLike) -> str:
+    """Hex md5 of a file (the official archives publish md5s)."""
+    return file_digest(path, 'md5')
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):

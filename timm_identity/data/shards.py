@@ -45,6 +45,7 @@ from tqdm import tqdm
 from webdataset.tariterators import group_by_keys, tar_file_iterator
 
 from ..atomic_io import atomic_write_text
+from ..integrity import sha256_file
 from .errors import DatasetFormatError
 from .imagenet import sniff_image_format
 
@@ -144,14 +145,6 @@ def _shard_digests(samples: Iterable[ShardSample]) -> tuple[str, str]:
         fingerprint = s.content_fingerprint()
         content.update(b'%d:' % len(fingerprint) + fingerprint)
     return plan.hexdigest(), content.hexdigest()
-
-
-def _file_sha256(path: str) -> str:
-    md = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            md.update(chunk)
-    return md.hexdigest()
 
 
 def _atomic_write_json(path: str, obj: Any) -> None:
@@ -257,7 +250,7 @@ def _check_shard(args: tuple[str, str, str, str]) -> tuple[str, _ShardResult | N
     path = os.path.join(out_dir, filename)
     if not os.path.isfile(path):
         return filename, None, 'missing'
-    if os.path.getsize(path) != state.size or _file_sha256(path) != state.sha256:
+    if os.path.getsize(path) != state.size or sha256_file(path) != state.sha256:
         return filename, None, 'damaged'
     return filename, state, ''
 

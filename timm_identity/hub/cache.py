@@ -22,7 +22,7 @@ from huggingface_hub import constants
 
 from ..integrity import sha256_file
 
-__all__ = ['install_into_hf_cache', 'sha256_file']
+__all__ = ['install_into_hf_cache']
 
 
 def install_into_hf_cache(

@@ -16,8 +16,7 @@ from typing import Callable, List, Optional, Union
 
 from huggingface_hub import HfApi, constants, get_token
 
-from ..integrity import DamagedFileError, check_weights_file
-from .cache import sha256_file
+from ..integrity import DamagedFileError, check_weights_file, sha256_file
 from timm_identity.models.weights_record import RECORD_FILE, mark_published
 
 __all__ = ['PublishError', 'UploadFile', 'check_repo_names', 'collect_upload', 'publish']

@@ -25,7 +25,7 @@ from typing import Any, Dict, Optional, Union
 from timm_identity.integrity import sha256_file
 
 __all__ = ['RECORD_FILE', 'WEIGHTS_FILE', 'WeightsError', 'WeightsStatus', 'read_record', 'write_record',
-           'mark_published', 'weights_status', 'verify_weights_file', 'sha256_file']
+           'mark_published', 'weights_status', 'verify_weights_file']
 
 RECORD_FILE = 'weights.json'
 WEIGHTS_FILE = 'model.safetensors'
