@@ -4,9 +4,8 @@ import json
 import pytest
 from huggingface_hub import ModelCard
 
-from timm_identity.hub.model_card import (
-    Metric, ModelInfo, TrainingRecord, read_summary, read_timm_summary_csv, render_model_card,
-)
+from timm_identity.hub.model_card import ModelInfo, render_model_card
+from timm_identity.hub.training_sources import Metric, TrainingRecord, read_summary, read_timm_summary_csv
 
 from hub_testutil import MODEL_CARD_TEMPLATE, RESUMED_SUMMARY_CSV
 

@@ -4,14 +4,15 @@ Opt-in: set TIMM_SRC to a timm source checkout (timm's pip package has no tests/
 The suite file is copied into a temporary folder beside a conftest.py that imports timm_identity first (so
 timm's module-level list_models() sees our models), and run with ``-k allconv`` against the *installed*
 timm. Nothing of timm's is kept or committed. tests/test_models.py restates each contract so that CI checks
-them always. Two runs:
+them always. Three runs:
 
 1. the package as it is: every test timm parametrizes over our models and tags must pass (the pretrained
    tests are parametrized over ``list_models(pretrained=True)``, so they run only for tags that have weights;
    at timm commit aa4b5850: 17 tests, forward/backward/default_cfgs/torchscript/features/fx/fx+torchscript);
 2. with ``TIMM_IDENTITY_HUB_CONFIGS`` pointing at a copy of hub_configs/ where the cifar10 tag has exported
    weights (a random-init Table 1 net, written by ``export --to-hub-configs``): timm's
-   ``test_model_load_pretrained`` / ``test_model_features_pretrained`` must pass for it.
+   ``test_model_load_pretrained`` / ``test_model_features_pretrained`` must pass for it;
+3. the package's shipped tags (the ones ``timm.list_pretrained('allconv*')`` lists): the same two tests for each.
 
 Several minutes on 2 CPU cores (the ImageNet net runs at 224x224 in some of timm's tests):
 
@@ -73,3 +74,16 @@ def test_timm_pretrained_tests_pass_for_a_tag_with_weights(tmp_path):
                                    {'TIMM_IDENTITY_HUB_CONFIGS': str(hub_configs), 'HF_HUB_OFFLINE': '1'})
     assert code == 0 and counts.get('passed') == 2 and not counts.get('failed'), out[-6000:]
     assert 'test_model_load_pretrained[1-allconv_resnet_cifar.cifar10]' in out
+
+
+def test_timm_pretrained_tests_pass_for_the_shipped_tags(tmp_path):
+    """The weights that ship in hub_configs/: timm's test_model_load_pretrained / test_model_features_pretrained
+    for every tag timm lists as pretrained (offline: the weights are in the package)."""
+    import timm
+    import timm_identity  # noqa: F401
+    shipped = timm.list_pretrained('allconv*')
+    assert shipped, 'no tag ships weights'
+    code, counts, out = _run_suite(tmp_path, 'allconv and pretrained', {'HF_HUB_OFFLINE': '1'})
+    assert code == 0 and counts.get('passed') == 2 * len(shipped) and not counts.get('failed'), out[-6000:]
+    for tag in shipped:
+        assert f'test_model_load_pretrained[1-{tag}]' in out and f'test_model_features_pretrained[1-{tag}]' in out

@@ -35,9 +35,8 @@ from timm_identity.models.weights_record import write_record
 from ..atomic_io import set_new_file_mode
 from ..integrity import DamagedFileError, check_weights_file, first_line, record_files, torch_load_checked
 from ..train.checkpoint import STATE_FILE, state_dict_mismatch
-from .model_card import (
-    DATASETS, Metric, ModelInfo, TrainingRecord, dataset_info, read_summary, render_model_card, train_cifar_record,
-)
+from .model_card import DATASETS, ModelInfo, dataset_info, render_model_card
+from .training_sources import Metric, TrainingRecord, read_summary, train_cifar_record
 
 __all__ = ['ExportError', 'export_checkpoint', 'export_model', 'read_checkpoint', 'resolve_source', 'hub_configs_dir',
            'default_model_card_path', 'atomic_replace_dir']

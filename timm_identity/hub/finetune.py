@@ -28,7 +28,7 @@ from timm.utils import AverageMeter, accuracy
 
 from ..integrity import check_weights_file
 from ..model_kwargs import ParseModelKwargs
-from .model_card import Metric, TrainingRecord
+from .training_sources import Metric, TrainingRecord
 
 __all__ = ['build_parser', 'build_model', 'finetune', 'main']
 

@@ -1,0 +1,249 @@
+"""What a training source records about how weights were made: our ``train-cifar`` ``summary.json`` (and a
+checkpoint's settings), timm ``train.py``'s ``summary.csv`` with its ``args.yaml`` (and a webdataset folder's
+``_info.json`` for the evaluated split's size). Read here; rendered into the model card by :mod:`.model_card`.
+Nothing is ever filled in from the paper's recipe: what a source does not record stays ``None``.
+"""
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import yaml
+
+__all__ = ['Metric', 'TrainingRecord', 'TrainingSummary', 'read_summary', 'read_timm_summary_csv',
+           'train_cifar_record']
+
+
+@dataclass
+class Metric:
+    """A measured number. ``kind`` 'error' or 'accuracy' (percent); 'top1' / 'top5'; ``which`` a label
+    such as 'final' or 'best during training'; ``step`` the training step (or epoch, for timm train.py) whose
+    weights were measured, if known; ``of_these_weights``: measured on the exported weights themselves (only
+    those go into the card's model-index metadata; the others are in its text, labelled)."""
+    kind: str
+    value: float
+    topk: int = 1
+    which: str = 'final'
+    step: Optional[int] = None
+    of_these_weights: bool = True
+    step_unit: str = 'step'  # 'epoch' for timm train.py
+
+    @property
+    def accuracy(self) -> float:
+        return self.value if self.kind == 'accuracy' else 100. - self.value
+
+    @property
+    def error(self) -> float:
+        return self.value if self.kind == 'error' else 100. - self.value
+
+
+@dataclass
+class TrainingRecord:
+    """What the training source (summary, settings, checkpoint) records about how the weights were made.
+    None: not recorded, and the card says so; nothing here is ever filled in from the paper's recipe."""
+    trainer: Optional[str] = None       # 'timm-identity train-cifar', 'timm train.py', ...
+    recipe: Optional[str] = None        # the named recipe and what differs from it, or the key settings
+    command: Optional[str] = None       # the command line
+    length: Optional[str] = None        # '16 optimizer steps of 16 planned (4.00 epochs of 64 images)'
+    weights_from: Optional[str] = None  # which point of the run the exported weights are
+    eval_split: Optional[str] = None    # the split the metrics were measured on
+    eval_images: Optional[int] = None   # its size
+    eval_images_source: Optional[str] = None  # where the size comes from, if not from the run itself
+
+
+@dataclass
+class TrainingSummary:
+    """A training summary as read by :func:`read_summary`."""
+    metrics: List[Metric]
+    details: Dict[str, Any]       # extra facts for the card (wall time, device)
+    training: TrainingRecord
+    raw: Dict[str, Any]           # the file's content (timm summary.csv: its rows and args.yaml)
+
+
+def read_summary(path: Union[str, Path]) -> TrainingSummary:
+    """Metrics and training facts from a training summary; any error names the file.
+
+    - ``.json`` (our trainer's ``summary.json``): ``final_test_error``, ``best_test_error`` and optionally
+      ``final_test_error_top5``, ``best_test_error_top5`` -- top-1 / top-5 error in percent on the test
+      split; and, where present, the run's config (recipe), command line, steps, test set size, wall time,
+      device.
+    - ``.csv`` (timm train.py's ``summary.csv``, see :func:`read_timm_summary_csv`): ``eval_top1`` /
+      ``eval_top5`` (accuracy, percent) of the last epoch (final) and of the epoch with the best
+      ``eval_top1`` (best); train.py's ``args.yaml`` beside it gives the settings and the evaluated split.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'Summary file not found: {path}')
+    if path.suffix.lower() == '.csv':
+        return _read_timm_summary(path)
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f'{path}: not readable as JSON ({e})') from None
+    if not isinstance(raw, dict):
+        raise ValueError(f'{path}: expected a JSON object.')
+    metrics: List[Metric] = []
+    steps = {'final': raw.get('final_step'), 'best during training': raw.get('best_step')}
+    for key, topk, which in (('final_test_error', 1, 'final'), ('best_test_error', 1, 'best during training'),
+                             ('final_test_error_top5', 5, 'final'),
+                             ('best_test_error_top5', 5, 'best during training')):
+        if raw.get(key) is not None:
+            try:
+                value = float(raw[key])
+            except (TypeError, ValueError):
+                raise ValueError(f'{path}: {key}={raw[key]!r} is not a number.') from None
+            if not 0. <= value <= 100.:
+                raise ValueError(f'{path}: {key}={value} is not a percentage in [0, 100].')
+            step = steps[which] if isinstance(steps[which], int) else None
+            # train-cifar's final evaluation is of the summary's checkpoint; its best only if at that step
+            ours = which == 'final' or (step is not None and step == steps['final'])
+            metrics.append(Metric('error', value, topk, which, step=step, of_these_weights=ours))
+    errors = [m.value for m in metrics if m.topk == 1]
+    if errors and max(errors) < 1.:
+        raise ValueError(f'{path}: test errors {errors} look like fractions; the summary must give percent '
+                         f'(6.38 for 6.38 %).')
+    details: Dict[str, Any] = {}
+    if isinstance(raw.get('wall_time_s'), (int, float)):
+        details['training wall time'] = f'{raw["wall_time_s"]:,.0f} s'
+    if raw.get('device'):
+        details['training device'] = raw['device']
+    training = train_cifar_record(raw.get('config') or {}, raw.get('steps'), raw.get('epochs'), raw.get('argv'),
+                                  raw.get('status'), bool(raw.get('resumed_from')))
+    if metrics:  # train-cifar's *_test_error keys are measured on the test split of its data
+        training.eval_split = 'test'
+        training.eval_images = raw.get('test_images')
+    return TrainingSummary(metrics, details, training, raw)
+
+
+def train_cifar_record(config: Dict[str, Any], steps: Optional[int] = None, epochs: Optional[float] = None,
+                       argv: Optional[Sequence[str]] = None, status: Optional[str] = None,
+                       resumed: bool = False) -> TrainingRecord:
+    """The :class:`TrainingRecord` of a ``train-cifar`` run from its config (``summary.json``'s ``config``
+    or a checkpoint's ``train_state.pt``), steps done and command line."""
+    import shlex
+    from timm_identity.train.recipes import RECIPES
+    record = TrainingRecord()
+    if not config and argv is None and steps is None:
+        return record
+    record.trainer = 'timm-identity train-cifar'
+    name = config.get('recipe')
+    if name in RECIPES:
+        def norm(v):
+            return list(v) if isinstance(v, (list, tuple)) else v
+        changed = [f'{k} {config[k]} (recipe: {v})' for k, v in RECIPES[name].items()
+                   if k in config and norm(config[k]) != norm(v)]
+        record.recipe = f'`{name}` (timm_identity/train/recipes.py)' + (
+            f', changed: {", ".join(changed)}' if changed else ', unchanged')
+    elif name:
+        record.recipe = f'`{name}` (not a recipe of this version of timm-identity)'
+    if argv:
+        words = [Path(argv[0]).name, *argv[1:]]
+        record.command = f'`{shlex.join(words)}`' + (' (the last start of a resumed run)' if resumed else '')
+    if steps is not None:
+        planned = f' of {config["steps"]:,} planned' if config.get('steps') else ''
+        record.length = f'{steps:,} optimizer steps{planned}' + (
+            f' ({epochs:.2f} epochs)' if isinstance(epochs, (int, float)) else '') + (
+            f', stopped: {status}' if status and status != 'completed' else '')
+    return record
+
+
+def read_timm_summary_csv(path: Union[str, Path]) -> List[Dict[str, Any]]:
+    """The epochs of a timm ``train.py`` run from its ``summary.csv``, read the way train.py writes it.
+
+    train.py appends one row per evaluated epoch and writes the header again whenever it starts (so once
+    more after every ``--resume`` into the same folder); a process killed while writing leaves a partial
+    last row. Here: every header row sets the columns of the rows after it; a row that does not end its
+    line, has another number of cells than its header, or a cell that is not a number is partial and
+    skipped (with a warning naming the lines); a row for an epoch at or before an earlier row's (train.py
+    started again from an older checkpoint) replaces the rows from that epoch on. Returns the rows in
+    epoch order, values as numbers (``epoch`` an int).
+    """
+    import csv
+    import logging
+    path = Path(path)
+    try:
+        with open(path, newline='') as f:  # keep '\r\n': a row without its line end is partial
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f'{path}: not readable as a text file ({e})') from None
+    header: Optional[List[str]] = None
+    rows: List[Dict[str, Any]] = []
+    skipped: List[int] = []
+    for lineno, line in enumerate(text.splitlines(keepends=True), 1):
+        cells = next(csv.reader([line]), [])
+        if not any(c.strip() for c in cells):
+            continue
+        if cells[0].strip() == 'epoch':
+            header = [c.strip() for c in cells]
+            continue
+        if header is None:
+            raise ValueError(f'{path}:{lineno}: a row before any header row (expected timm train.py\'s '
+                             f'summary.csv, which starts with "epoch,...").')
+        try:
+            values = [float(c) for c in cells]
+        except ValueError:
+            values = None
+        if values is None or len(cells) != len(header) or not line.endswith(('\n', '\r')):
+            skipped.append(lineno)
+            continue
+        row: Dict[str, Any] = dict(zip(header, values))
+        row['epoch'] = int(row['epoch'])
+        rows = [r for r in rows if r['epoch'] < row['epoch']] + [row]
+    if skipped:
+        logging.getLogger(__name__).warning(
+            f'{path}: skipped partial row(s) on line(s) {skipped} (a train.py process stopped while writing).')
+    return rows
+
+
+def _read_timm_summary(path: Path) -> TrainingSummary:
+    rows = read_timm_summary_csv(path)
+    evaluated = [r for r in rows if 'eval_top1' in r]
+    if not evaluated:
+        raise ValueError(f'{path}: no rows with an eval_top1 column (expected timm train.py summary.csv).')
+    best = max(evaluated, key=lambda r: r['eval_top1'])
+    final = evaluated[-1]
+    metrics: List[Metric] = []
+    for which, row in (('final', final), ('best during training', best)):
+        metrics.append(Metric('accuracy', row['eval_top1'], 1, which, step=row['epoch'], step_unit='epoch'))
+        if 'eval_top5' in row:
+            metrics.append(Metric('accuracy', row['eval_top5'], 5, which, step=row['epoch'], step_unit='epoch'))
+    args = _read_timm_args(path.parent / 'args.yaml')
+    training = TrainingRecord(trainer='timm train.py')
+    if args:
+        keys = ('model', 'opt', 'lr', 'momentum', 'weight_decay', 'batch_size', 'sched', 'decay_milestones',
+                'decay_epochs', 'decay_rate', 'warmup_epochs', 'epochs', 'smoothing', 'mixup', 'cutmix',
+                'model_ema')
+        settings = ', '.join(f'{k} {args[k]}' for k in keys if args.get(k) not in (None, '', False))
+        training.recipe = f'{settings} (args.yaml; all settings there)'
+    planned = f' of {args["epochs"]} planned' if args.get('epochs') else ''
+    training.length = f'{rows[-1]["epoch"] + 1} epochs{planned} (summary.csv)'
+    if args.get('val_split'):
+        training.eval_split = str(args['val_split'])
+        training.eval_images, training.eval_images_source = _wds_split_size(args.get('data_dir'), training.eval_split)
+    details = {'final epoch': final['epoch'], 'best epoch': best['epoch']}
+    raw = dict(rows=rows, args=args, dataset=args.get('dataset'))
+    return TrainingSummary(metrics, details, training, raw)
+
+
+def _read_timm_args(path: Path) -> Dict[str, Any]:
+    """train.py's ``args.yaml`` (its resolved settings; rewritten at every start), or {} if there is none."""
+    if not path.is_file():
+        return {}
+    try:
+        args = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f'{path}: not readable as YAML ({e})') from None
+    return args if isinstance(args, dict) else {}
+
+
+def _wds_split_size(data_dir: Optional[str], split: str) -> Tuple[Optional[int], Optional[str]]:
+    """``num_samples`` of ``split`` in the ``_info.json`` of a webdataset folder (timm's wds reader reads the
+    same), if that folder is still there."""
+    info = Path(data_dir) / '_info.json' if data_dir else None
+    if info is None or not info.is_file():
+        return None, None
+    try:
+        n = json.loads(info.read_text())['splits'][split]['num_samples']
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, None
+    return (int(n), f'{info} as it is now') if isinstance(n, int) else (None, None)
