@@ -94,9 +94,9 @@ def test_pretrained_true_through_the_weights_record_real_model(tmp_path, monkeyp
         torch.set_num_threads(threads)
 
     # the written hub_configs/<arch>.<tag>/config.json still makes the same registered pretrained cfg
-    from timm_identity.models import allconv_resnet
-    monkeypatch.setattr(allconv_resnet, '_hub_config_dirs', lambda: [folder])
-    cfgs = allconv_resnet.load_hub_configs()
+    from timm_identity.models import pretrained_tags
+    monkeypatch.setattr(pretrained_tags, '_hub_config_dirs', lambda: [folder])
+    cfgs = pretrained_tags.load_hub_configs()
     new, registered = cfgs['allconv_resnet_cifar.cifar10'], model.pretrained_cfg
     assert new['hf_hub_id'] == 'timm-identity/allconv_resnet_cifar.cifar10'
     assert new['file'] == str(folder / 'model.safetensors')

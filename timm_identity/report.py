@@ -228,7 +228,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 def _demo_pretrained() -> None:
     """Every shipped CIFAR-10 tag, loaded with ``pretrained=True``, on the package's 100 real test images."""
     from timm_identity.data.sample_images import load_cifar10_sample
-    from timm_identity.models.allconv_resnet import recorded_test_results
+    from timm_identity.models.pretrained_tags import recorded_test_results
     tags = [t for t in timm.list_pretrained('allconv*') if timm.models.get_pretrained_cfg(t).num_classes == 10
             and tuple(timm.models.get_pretrained_cfg(t).input_size) == (3, 32, 32)]
     if not tags:

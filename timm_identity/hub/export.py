@@ -54,7 +54,7 @@ class ExportError(RuntimeError):
 def hub_configs_dir() -> Path:
     """The ``hub_configs/`` folder the package reads its pretrained tags from (a source checkout's, with an
     editable install, or ``$TIMM_IDENTITY_HUB_CONFIGS``)."""
-    from timm_identity.models.allconv_resnet import hub_configs_root
+    from timm_identity.models.pretrained_tags import hub_configs_root
     return Path(str(hub_configs_root()))
 
 
