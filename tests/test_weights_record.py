@@ -63,10 +63,11 @@ def test_publish_marks_the_record_and_does_not_upload_it(tag_folder, monkeypatch
     RecordingApi.calls = []
     monkeypatch.setattr(publish_mod, 'HfApi', RecordingApi)
     out = []
-    publish(tag_folder, 'me/model', token=FAKE_TOKEN, endpoint=CLOSED, echo=out.append)
+    repo = 'timm-identity/allconv_resnet_cifar.cifar10'  # the repo the folder was exported for
+    publish(tag_folder, repo, token=FAKE_TOKEN, endpoint=CLOSED, echo=out.append)
     upload = RecordingApi.calls[-1][1]
     assert sorted(upload['allow_patterns']) == ['README.md', 'config.json', 'model.safetensors']
     published = json.loads((tag_folder / 'weights.json').read_text())['published']
-    assert published == {'repo_id': 'me/model', 'revision': 'main', 'commit_url': 'https://hub.local/commit/abc'}
+    assert published == {'repo_id': repo, 'revision': 'main', 'commit_url': 'https://hub.local/commit/abc'}
     (tag_folder / 'model.safetensors').unlink()  # a clone without the file: the Hub copy counts
-    assert wr.weights_status(tag_folder, 'me/model').available
+    assert wr.weights_status(tag_folder, repo).available

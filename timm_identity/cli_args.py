@@ -83,19 +83,21 @@ def float_in_range(low: float, high: float):
 
 
 def writable_dir(path, flag: str = '--out') -> Path:
-    """Create ``path`` if needed and prove a file can be written there, before any long work starts
-    (``ValueError`` naming the flag and the folder if not)."""
-    import os
+    """Prove, before any long work starts, that ``path`` can be made and written: a file is created and removed
+    in it, or in its nearest existing parent when it does not exist yet (nothing is left behind). Returns the
+    path; ``ValueError`` naming the flag and the folder if not."""
     import tempfile
     path = Path(path)
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix='.write-test-'):
+        if not probe.is_dir():
+            raise NotADirectoryError(20, f'{probe} is not a folder')
+        with tempfile.NamedTemporaryFile(dir=probe, prefix='.write-test-'):
             pass
     except OSError as e:
         raise ValueError(f'{flag} {path}: cannot write there ({e.strerror or e})') from None
-    if not os.access(path, os.W_OK):
-        raise ValueError(f'{flag} {path}: cannot write there')
     return path
 
 

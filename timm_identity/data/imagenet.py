@@ -195,7 +195,7 @@ def list_imagenet(
     classes = sorted(e.name for e in _visible_entries(train_dir) if e.is_dir())
     if not classes:
         raise DatasetFormatError(f'{train_dir}: no class folders')
-    empty = [c for c in classes if not _visible_entries(os.path.join(train_dir, c))]
+    empty = [c for c in classes if _WNID.match(c) and not _visible_entries(os.path.join(train_dir, c))]
     if empty:
         raise DatasetFormatError(
             f'{os.path.join(train_dir, empty[0])}: an empty class folder (timm\'s ImageFolder skips it, which would '
