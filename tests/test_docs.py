@@ -41,3 +41,21 @@ def test_readme_quick_tour_runs():
     lines = _run(code).strip().splitlines()
     assert lines[0] == "['allconv_resnet_cifar', 'allconv_resnet_cifar_w16_d3', 'allconv_resnet_imagenet']"
     assert lines[1] == '10 6 [2, 4, 8, 16, 32, 32] 37 2', lines[1]
+
+
+def test_every_python_block_in_readme_and_docs_runs():
+    """Every ```python block of README.md and docs/*.md runs as written (offline: the shipped weights)."""
+    names = ['README.md'] + sorted(f'docs/{p.name}' for p in (ROOT / 'docs').glob('*.md'))
+    blocks = [(name, code) for name in names for code in _python_blocks(name)]
+    assert len(blocks) >= 3
+    for name, code in blocks:
+        out = _run(code)
+        if "print(timm.list_pretrained('allconv*'))" in code:  # the comment beside it says what it prints
+            import ast
+            import timm
+            import timm_identity  # noqa: F401
+            printed = ast.literal_eval(out.strip().splitlines()[0])
+            assert printed == timm.list_pretrained('allconv*'), (name, printed)
+            comment = re.search(r"print\(timm.list_pretrained\('allconv\*'\)\)\s*#\s*(\[.*?\])", code)
+            if comment:
+                assert ast.literal_eval(comment.group(1)) == printed, (name, printed)

@@ -107,7 +107,7 @@ def test_unknown_tag_is_a_clear_error():
         timm.create_model('allconv_resnet_cifar.nonexistent')
 
 
-# --- architecture facts (SPEC.md §3) ----------------------------------------------------------------------
+# --- architecture facts (Table 1, Section 4) --------------------------------------------------------------
 
 def test_cifar_net_is_table_1(cifar_net):
     n_convs, weights, biases = _conv_counts(cifar_net)
