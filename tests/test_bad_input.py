@@ -15,19 +15,11 @@ import timm
 
 import timm_identity  # noqa: F401
 from timm_identity.cli import main
-from timm_identity.data.testing import make_tiny_cifar
 from timm_identity.train.cifar_trainer import train
 
-from train_helpers import TINY_MODEL_ARGS, learnable_split, tiny_overrides
+from train_helpers import TINY_MODEL_ARGS, TINY_RUN, learnable_split, tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_RUN = ['--device', 'cpu', *TINY_MODEL_ARGS, '--batch-size', '8', '--eval-batch-size', '16',
-            '--no-progress', '--no-plot']
-
-
-@pytest.fixture(scope='module')
-def tiny_cifar(tmp_path_factory):
-    return make_tiny_cifar(tmp_path_factory.mktemp('cifar'), num_train=40, num_test=20)
 
 
 @pytest.fixture
@@ -205,7 +197,7 @@ def test_export_refuses_a_summary_of_another_run(tmp_path, splits):
     (['theory', 'linear', '--sweep-gammas', 'nan'], '--sweep-gammas: must be a finite number'),
     (['theory', 'linear', '--sweep-gammas', '-1'], '--sweep-gammas: must be in [0, 20]'),
     (['theory', 'expressivity', '--n', '1'], '--n: must be at least 2'),
-    (['theory', 'expressivity', '--close-pairs', '-1'], '--close-pairs: must be 0 or more'),
+    (['theory', 'expressivity', '--close-pairs', '-1'], '--close-pairs: must be at least 0'),
 ])
 def test_theory_argument_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as e:

@@ -12,18 +12,10 @@ from pathlib import Path
 import pytest
 
 from timm_identity.cli import main
-from timm_identity.data.testing import make_tiny_cifar
 
-from train_helpers import TINY_MODEL_ARGS
+from train_helpers import TINY_MODEL_ARGS, TINY_RUN
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_RUN = ['--device', 'cpu', *TINY_MODEL_ARGS, '--batch-size', '8', '--eval-batch-size', '16',
-            '--no-progress', '--no-plot']
-
-
-@pytest.fixture(scope='module')
-def tiny_cifar(tmp_path_factory):
-    return make_tiny_cifar(tmp_path_factory.mktemp('cifar'), num_train=40, num_test=20)
 
 
 def _log(run):

@@ -14,10 +14,7 @@ from timm_identity.data.testing import make_tiny_cifar
 from timm_identity.integrity import record_files, sha256_file
 from timm_identity.model_kwargs import parse_model_kwargs
 
-from train_helpers import TINY_MODEL_ARGS
-
-TINY_RUN = ['--device', 'cpu', *TINY_MODEL_ARGS, '--batch-size', '8', '--eval-batch-size', '16', '--no-progress',
-            '--no-plot']
+from train_helpers import TINY_MODEL_ARGS, TINY_RUN
 
 
 def _mode(path):

@@ -5,6 +5,9 @@ from timm_identity.data.cifar import CifarSplit
 
 TINY_MODEL_KWARGS = dict(depths=(1, 1, 1), widths=(8, 16, 32), stem_chs=8)
 TINY_MODEL_ARGS = ['--model-kwargs', 'depths=(1,1,1)', 'widths=(8,16,32)', 'stem_chs=8']
+# train-cifar / evaluate flags of a tiny, quiet CPU run of the tiny model
+TINY_RUN = ['--device', 'cpu', *TINY_MODEL_ARGS, '--batch-size', '8', '--eval-batch-size', '16',
+            '--no-progress', '--no-plot']
 CLASSES = [f'class_{i}' for i in range(10)]
 
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 __all__ = ['positive_int', 'non_negative_int', 'positive_float', 'non_negative_float', 'finite_float',
-           'int_at_least', 'float_in_range', 'writable_dir', 'DefaultsHelpFormatter', 'environment']
+           'int_at_least', 'float_above', 'float_in_range', 'writable_dir', 'DefaultsHelpFormatter', 'environment']
 
 
 def _number(text: str, kind):
@@ -20,43 +20,6 @@ def _number(text: str, kind):
         raise argparse.ArgumentTypeError(f'not {"an integer" if kind is int else "a number"}: {text!r}') from None
     if kind is float and not math.isfinite(value):
         raise argparse.ArgumentTypeError(f'must be a finite number, got {text!r}')
-    return value
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f'must be 0 or more, got {value}')
-    return value
-
-
-def finite_float(text: str) -> float:
-    """argparse type: a finite float (no nan / inf)."""
-    return _number(text, float)
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite float > 0."""
-    value = _number(text, float)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f'must be greater than 0, got {value:g}')
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """argparse type: a finite float >= 0."""
-    value = _number(text, float)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f'must be 0 or more, got {value:g}')
     return value
 
 
@@ -71,6 +34,18 @@ def int_at_least(minimum: int):
     return parse
 
 
+def float_above(low: float, inclusive: bool = True):
+    """argparse type factory: a finite float >= ``low`` (``inclusive``) or > ``low``."""
+    def parse(text: str) -> float:
+        value = _number(text, float)
+        if value < low or (value == low and not inclusive):
+            raise argparse.ArgumentTypeError(f'must be {"at least" if inclusive else "greater than"} {low:g}, '
+                                             f'got {value:g}')
+        return value
+    parse.__name__ = f'number {">=" if inclusive else ">"} {low:g}'
+    return parse
+
+
 def float_in_range(low: float, high: float):
     """argparse type factory: a finite float in [low, high]."""
     def parse(text: str) -> float:
@@ -80,6 +55,17 @@ def float_in_range(low: float, high: float):
         return value
     parse.__name__ = f'number in [{low:g}, {high:g}]'
     return parse
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite float (no nan / inf)."""
+    return _number(text, float)
+
+
+positive_int = int_at_least(1)           # an integer >= 1
+non_negative_int = int_at_least(0)       # an integer >= 0
+positive_float = float_above(0, inclusive=False)   # a finite float > 0
+non_negative_float = float_above(0)      # a finite float >= 0
 
 
 def writable_dir(path, flag: str = '--out') -> Path:
