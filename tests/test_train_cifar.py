@@ -245,3 +245,34 @@ def test_time_limit_checkpoints_and_resume_finishes_the_same_run(tmp_path, split
     assert resumed['status'] == 'completed' and resumed['steps'] == 5  # the limit is not inherited
     a, b = _log(tmp_path / 'full'), _log(limited)
     assert [(r['step'], r['loss'], r['lr']) for r in a] == [(r['step'], r['loss'], r['lr']) for r in b]
+
+
+def test_warm_start_from_exported_weights_and_linear_probe(tmp_path, splits):
+    """--init-from: the backbone starts from the given weights, with a new classifier for this dataset's
+    classes; --freeze-backbone trains the classifier only; the export names the base model."""
+    import dataclasses
+    from timm_identity.hub.export import export_checkpoint
+    source_run = tmp_path / 'source'
+    train(tiny_overrides(source_run, steps=2, checkpoint_every=2), *splits)
+    folder = export_checkpoint(source_run, tmp_path / 'exported', arch='allconv_resnet_cifar.cifar10')
+    source = load_file(str(folder / 'model.safetensors'))
+    five = [dataclasses.replace(s, labels=s.labels % 5, classes=s.classes[:5]) for s in splits]  # another label set
+    probe = tmp_path / 'probe'
+    summary = train(tiny_overrides(probe, steps=3, checkpoint_every=3, init_from=f'local-dir:{folder}',
+                                   freeze_backbone=True, model_kwargs=dict(head='linear')), *five)
+    assert summary['status'] == 'completed' and summary['config']['model'] == 'allconv_resnet_cifar'
+    tuned = load_file(str(resolve_checkpoint(probe) / 'model.safetensors'))
+    backbone = [k for k in source if not k.startswith('fc.')]
+    assert backbone and all(torch.equal(tuned[k], source[k]) for k in backbone)  # frozen: exactly the source
+    assert tuned['fc.weight'].shape == (5, 32) and 'fc.bias' in tuned
+    full = tmp_path / 'full'
+    train(tiny_overrides(full, steps=3, checkpoint_every=3, init_from=f'local-dir:{folder}'), *five)
+    moved = load_file(str(resolve_checkpoint(full) / 'model.safetensors'))
+    assert not all(torch.equal(moved[k], source[k]) for k in backbone)  # fine-tuned: the backbone trains
+    card = (export_checkpoint(probe, tmp_path / 'probe_export', arch='allconv_resnet_cifar.five') / 'README.md')
+    assert 'base_model: timm-identity/allconv_resnet_cifar.cifar10' in card.read_text()
+    with pytest.raises(ValueError, match='leaves nothing to train'):
+        train(tiny_overrides(tmp_path / 'fixed', steps=1, init_from=f'local-dir:{folder}', freeze_backbone=True),
+              *five)
+    with pytest.raises(ValueError, match='--freeze-backbone trains the classifier of pretrained weights'):
+        train(tiny_overrides(tmp_path / 'nothing', steps=1, freeze_backbone=True), *five)

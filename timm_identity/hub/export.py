@@ -240,6 +240,22 @@ def _metrics_of_these_weights(rows: Optional[List[Dict[str, Any]]], epoch: Optio
             for k, topk in (('eval_top1', 1), ('eval_top5', 5)) if k in row]
 
 
+def _base_model_id(init_from: str) -> Optional[str]:
+    """The Hub repo id of the weights a run started from (``--init-from``), for the card's ``base_model``."""
+    if init_from.startswith('hf-hub:'):
+        return init_from[len('hf-hub:'):]
+    if init_from.startswith('local-dir:'):
+        config = Path(init_from[len('local-dir:'):]) / 'config.json'
+        try:
+            return (json.loads(config.read_text()).get('pretrained_cfg') or {}).get('hf_hub_id')
+        except (OSError, ValueError, AttributeError):
+            return None
+    try:
+        return timm.models.get_pretrained_cfg(init_from).hf_hub_id or init_from
+    except (RuntimeError, ValueError):
+        return init_from
+
+
 def _check_summary_fits(path: Path, raw: Dict[str, Any], meta: Dict[str, Any], state_dict) -> None:
     """An explicit train-cifar ``summary.json`` must describe the exported checkpoint: the same dataset (and so
     number of classes) and the same step; otherwise its metrics and dataset would go on the wrong card."""
@@ -473,6 +489,9 @@ def export_checkpoint(
     tag = tag or arch_tag or meta.get('tag')
     if kwargs.get('dataset') is None and raw_summary.get('dataset'):
         kwargs['dataset'] = raw_summary['dataset']
+    init_from = (meta.get('train_config') or {}).get('init_from') or (raw_summary.get('config') or {}).get('init_from')
+    if init_from and kwargs.get('base_model') is None:  # a fine-tuned run: the card names its base model
+        kwargs['base_model'] = _base_model_id(init_from)
     if kwargs.get('label_names') is None and meta.get('label_names'):
         kwargs['label_names'] = meta['label_names']
     if kwargs.get('data_config') is None and meta.get('data_config'):

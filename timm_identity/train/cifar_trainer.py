@@ -167,8 +167,8 @@ def _setup(overrides, state, resume_dir, train_split, test_split, process_start,
         if not cfg['data_dir']:
             raise ValueError('--data-dir is required: the folder holding (or the path of) the official CIFAR '
                              'python release, e.g. cifar-10-batches-py or cifar-10-python.tar.gz')
-        train_split = load_cifar(cfg['data_dir'], cfg['dataset'], 'train', verify_md5=cfg['verify_md5'])
-        test_split = load_cifar(cfg['data_dir'], cfg['dataset'], 'test', verify_md5=cfg['verify_md5'])
+        train_split, test_split = (load_cifar(cfg['data_dir'], cfg['dataset'], split, label_type=cfg['label_type'],
+                                              verify_md5=cfg['verify_md5']) for split in ('train', 'test'))
     fingerprint = data_fingerprint(train_split.images, train_split.labels)
     if state is not None and state.get('data_sha256') not in (None, fingerprint):
         raise ValueError(f"cannot resume {resume_dir}: the training data differ from the run's (sha256 "
@@ -200,14 +200,27 @@ def _setup(overrides, state, resume_dir, train_split, test_split, process_start,
 
 
 def _build_model(cfg: Dict[str, Any], num_classes: int, device: torch.device) -> torch.nn.Module:
+    """The model: a fresh init of ``--model``, or (``--init-from``) pretrained weights with a classifier for this
+    dataset (timm keeps the backbone and builds a new head when the number of classes differs)."""
     import timm
     import timm_identity  # noqa: F401  (registers the models)
     torch.manual_seed(cfg['seed'])
+    name, what = (cfg['init_from'], '--init-from') if cfg['init_from'] else (cfg['model'], '--model')
     try:
-        return timm.create_model(cfg['model'], num_classes=num_classes, **cfg['model_kwargs']).to(device)
-    except (RuntimeError, TypeError, ValueError) as e:
-        raise ValueError(f"cannot build --model {cfg['model']} with --model-kwargs {cfg['model_kwargs']}: "
-                         f"{e}") from None
+        model = timm.create_model(name, pretrained=bool(cfg['init_from']), num_classes=num_classes,
+                                  **cfg['model_kwargs'])
+    except (RuntimeError, TypeError, ValueError, OSError) as e:
+        raise ValueError(f"cannot build {what} {name} with --model-kwargs {cfg['model_kwargs']}: "
+                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if cfg['init_from']:
+        cfg['model'] = model.pretrained_cfg.get('architecture') or cfg['model']  # what was built, for the record
+    if cfg['freeze_backbone']:
+        for param_name, param in model.named_parameters():
+            param.requires_grad_(param_name.startswith('fc.'))
+        if not any(p.requires_grad for p in model.parameters()):
+            raise ValueError('--freeze-backbone leaves nothing to train: the fixed random projection head has no '
+                             'parameters; pass --model-kwargs head=linear for a trainable classifier')
+    return model.to(device)
 
 
 def _restore(run: Run, state: Dict[str, Any]) -> None:

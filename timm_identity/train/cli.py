@@ -39,7 +39,15 @@ def _add_train_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument('--dataset', choices=('cifar10', 'cifar100'), help='default cifar10')
     g.add_argument('--no-verify-md5', dest='verify_md5', action='store_const', const=False,
                    help='do not check the official archive md5 (for rebuilt archives)')
+    g.add_argument('--label-type', choices=('fine', 'coarse'),
+                   help="CIFAR-100: 'fine' (100 classes, default) or 'coarse' (the 20 superclasses)")
     g.add_argument('--model', help='timm model name (default allconv_resnet_cifar)')
+    g.add_argument('--init-from', metavar='NAME',
+                   help='start from pretrained weights (fine-tuning): a tag such as '
+                        'allconv_resnet_cifar_w16_d3.cifar10, local-dir:DIR or hf-hub:ID; the classifier is new '
+                        'when the number of classes differs (--model-kwargs head=linear for a trainable one)')
+    g.add_argument('--freeze-backbone', action='store_const', const=True, default=None,
+                   help='with --init-from: train the classifier only (a linear probe; needs head=linear)')
     g.add_argument('--model-kwargs', nargs='*', metavar='KEY=VALUE',
                    help='extra timm.create_model arguments, e.g. depths="(1,1,1)" widths="(8,16,32)" stem_chs=8')
     g = p.add_argument_group('recipe (defaults: the chosen --recipe)')

@@ -18,9 +18,12 @@ RUNTIME_DEFAULTS: Dict[str, Any] = dict(
     recipe='paper',
     data_dir=None,
     dataset='cifar10',
+    label_type='fine',       # CIFAR-100: 'fine' (100 classes) or 'coarse' (its 20 superclasses)
     verify_md5=True,
     model='allconv_resnet_cifar',
     model_kwargs={},
+    init_from=None,          # a timm name with weights (tag, local-dir:DIR, hf-hub:ID): a warm start (fine-tuning)
+    freeze_backbone=False,   # with init_from: train the classifier only (a linear probe; needs head='linear')
     seed=0,
     log_every=100,
     checkpoint_every=None,   # None: at every evaluation
@@ -41,7 +44,7 @@ RUNTIME_DEFAULTS: Dict[str, Any] = dict(
 # what a resumed run may not change: everything that changes what is computed
 # (``steps`` may change: it extends or shortens the run; for the cosine schedule that changes its shape)
 STRICT_KEYS = tuple(k for k in RECIPE_KEYS if k not in ('eval_every', 'steps')) + (
-    'recipe', 'dataset', 'model', 'model_kwargs', 'seed')
+    'recipe', 'dataset', 'label_type', 'model', 'model_kwargs', 'seed', 'init_from', 'freeze_backbone')
 
 
 def _normalise(value):
@@ -115,9 +118,14 @@ def check_config(cfg: Dict[str, Any]) -> None:
     if cfg['amp'] not in ('none', 'bf16'):
         raise ValueError(f"amp must be 'none' or 'bf16', got {cfg['amp']!r}")
     if str(cfg['model']).startswith(('local-dir:', 'hf-hub:')):
-        raise ValueError(f"--model {cfg['model']}: train-cifar trains from a fresh init and would not load those "
-                         f"weights (timm builds only the architecture from such a name without pretrained=True). "
-                         f"Fine-tune from weights with tools/finetune.py; continue a run with --resume RUN_DIR.")
+        raise ValueError(f"--model {cfg['model']}: --model builds a fresh init and would not load those weights "
+                         f"(timm builds only the architecture from such a name without pretrained=True). Start from "
+                         f"weights with --init-from {cfg['model']}; continue a run with --resume RUN_DIR.")
+    if cfg['label_type'] not in ('fine', 'coarse') or (cfg['label_type'] == 'coarse' and cfg['dataset'] != 'cifar100'):
+        raise ValueError(f"--label-type {cfg['label_type']}: 'fine', or 'coarse' (CIFAR-100's 20 superclasses) "
+                         f"with --dataset cifar100")
+    if cfg['freeze_backbone'] and not cfg['init_from']:
+        raise ValueError('--freeze-backbone trains the classifier of pretrained weights: pass --init-from too')
     if cfg['dataset'] not in ('cifar10', 'cifar100'):
         raise ValueError(f"dataset must be 'cifar10' or 'cifar100', got {cfg['dataset']!r}")
     if list(cfg['decay_steps']) != sorted(cfg['decay_steps']):
