@@ -161,8 +161,10 @@ def test_sigint_writes_an_interrupted_summary(tmp_path, tiny_cifar):
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     proc = subprocess.Popen([sys.executable, str(REPO / 'tools' / 'train_cifar.py'), '--data-dir', tiny_cifar.folder,
                              '--out-dir', str(run), '--steps', '100000', '--checkpoint-every', '5',
-                             '--eval-every', '100000', *TINY_RUN], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                             '--eval-every', '100000', '--lr', '0.001', *TINY_RUN], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # even if the
+    # test runner itself was started with SIGINT ignored (a background job), the child takes Ctrl-C
     deadline = time.time() + 120
     while time.time() < deadline and not (run / 'checkpoints' / 'latest').is_file():
         time.sleep(0.02)
