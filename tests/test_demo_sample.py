@@ -44,7 +44,7 @@ def test_demo_classifies_the_sample_with_every_shipped_cifar10_tag(capsys):
     import timm
     import torch
     from timm_identity.cli import main
-    from timm_identity.models import recorded_test_results
+    from timm_identity.pretrained import recorded_test_results
     assert main(['demo']) == 0
     out = capsys.readouterr().out
     tags = [t for t in timm.list_pretrained('allconv*') if timm.models.get_pretrained_cfg(t).num_classes == 10]

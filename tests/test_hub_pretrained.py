@@ -94,7 +94,7 @@ def test_pretrained_true_through_the_weights_record_real_model(tmp_path, monkeyp
         torch.set_num_threads(threads)
 
     # the written hub_configs/<arch>.<tag>/config.json still makes the same registered pretrained cfg
-    from timm_identity.models import pretrained_tags
+    from timm_identity.pretrained import tags as pretrained_tags
     monkeypatch.setattr(pretrained_tags, '_hub_config_dirs', lambda: [folder])
     cfgs = pretrained_tags.load_hub_configs()
     new, registered = cfgs['allconv_resnet_cifar.cifar10'], model.pretrained_cfg
@@ -144,10 +144,12 @@ def test_pretrained_true_through_the_weights_record_real_model(tmp_path, monkeyp
     out = _child(tmp_path, hub_configs, cache, exported)
     assert out['error'] is None and out['tag'], out
 
-    # 4. nowhere (not published, not in the folder, not cached): planned again, with our error
+    # 4. nowhere (not published, not in the folder, not cached): still listed (the record says weights were made;
+    # import never looks into the HF cache), and pretrained=True is our error, naming where it looked
     out = _child(tmp_path, hub_configs, tmp_path / 'empty_cache', exported)
-    assert out['pretrained'] == [] and "No pretrained weights for 'allconv_resnet_cifar.cifar10' yet" in out['error']
-    assert 'not published' in out['error']
+    assert out['pretrained'] == ['allconv_resnet_cifar.cifar10']
+    assert "No pretrained weights for 'allconv_resnet_cifar.cifar10' here" in out['error']
+    assert 'not published' in out['error'] and 'not in the local Hugging Face cache either' in out['error']
 
 
 @pytest.fixture(scope='module')

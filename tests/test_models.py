@@ -12,7 +12,7 @@ import timm_identity  # noqa: F401  (registers the models)
 from timm_identity.cli import main as cli_main
 from timm_identity.hub.export import hub_configs_dir
 from timm_identity.models import AllConvResNet
-from timm_identity.models.pretrained_tags import PLANNED_HF_HUB_IDS
+from timm_identity.pretrained.tags import PLANNED_HF_HUB_IDS
 from timm_identity.models.fixed_projection import FixedRandomProjection
 from timm_identity.models.residual_block import AllConvResidualBlock, AvgPoolPadShortcut
 from timm_identity.report import block_residual_ratios, summarize

@@ -13,7 +13,7 @@ import timm_identity  # noqa: F401
 from timm_identity.data.sample_images import load_cifar10_sample
 from timm_identity.hub.export import hub_configs_dir
 from timm_identity.integrity import sha256_file
-from timm_identity.models import recorded_test_results
+from timm_identity.pretrained import recorded_test_results
 
 KNOWN = json.loads((Path(__file__).parent / 'shipped_outputs.json').read_text())
 
@@ -63,3 +63,16 @@ def test_shipped_weights_fine_tune_start():
     sd, sd_ft = base.state_dict(), ft.state_dict()
     assert all(torch.equal(sd[k], sd_ft[k]) for k in sd if not k.startswith('fc.'))
     assert isinstance(ft.fc, torch.nn.Linear) and ft.fc.out_features == 20
+
+
+def test_shipped_weights_with_a_trainable_head_of_the_same_classes():
+    """``head='linear'`` with the weights' own classes: the trainable head starts as the fixed projection they
+    were trained with (bias 0), so the model computes what the shipped one does."""
+    tag = sorted(KNOWN)[0]
+    base = timm.create_model(tag, pretrained=True).eval()
+    linear = timm.create_model(tag, pretrained=True, head='linear').eval()
+    assert isinstance(linear.fc, torch.nn.Linear) and linear.fc.weight.requires_grad
+    assert torch.equal(linear.fc.weight, base.fc.weight) and not linear.fc.bias.any()
+    x, _ = _sample(base.pretrained_cfg)
+    with torch.no_grad():
+        assert torch.allclose(linear(x[:8]), base(x[:8]), atol=1e-5)

@@ -9,7 +9,7 @@ from timm_identity.hub import publish as publish_mod
 from timm_identity.hub.export import export_checkpoint
 from timm_identity.hub.publish import publish
 from timm_identity.integrity import sha256_file
-from timm_identity.models import weights_record as wr
+from timm_identity.pretrained import weights_record as wr
 
 from hub_testutil import TINY, tiny_checkpoint, write_model_card
 from test_hub_publish import CLOSED, FAKE_TOKEN, RecordingApi
@@ -28,7 +28,8 @@ def tag_folder(tmp_path):
 
 def test_status_follows_where_the_weights_are(tag_folder, tmp_path, monkeypatch):
     repo = 'timm-identity/allconv_resnet_cifar.cifar10'
-    monkeypatch.setattr(wr, '_in_hf_cache', lambda repo_id, filename: False)
+    looked_up = []
+    monkeypatch.setattr(wr, 'cached_weights', lambda *a, **k: looked_up.append(a))  # never at import / status
     record = wr.read_record(tag_folder)
     assert record['sha256'] == sha256_file(tag_folder / 'model.safetensors') and record['published'] is None
     status = wr.weights_status(tag_folder, repo)
@@ -36,10 +37,10 @@ def test_status_follows_where_the_weights_are(tag_folder, tmp_path, monkeypatch)
 
     assert not wr.weights_status(tmp_path, repo).available  # no record: planned
     (tag_folder / 'model.safetensors').rename(tmp_path / 'moved.safetensors')
-    status = wr.weights_status(tag_folder, repo)
-    assert not status.available and 'not published' in status.reason
-    monkeypatch.setattr(wr, '_in_hf_cache', lambda repo_id, filename: repo_id == repo)
-    assert wr.weights_status(tag_folder, repo).available  # the HF cache has them
+    status = wr.weights_status(tag_folder, repo)  # only the HF cache can have them: looked up at load time
+    assert status.available and status.cache_only and status.repo_id == repo and status.local_file is None
+    assert 'not published' in status.reason and not looked_up
+    assert not wr.weights_status(tag_folder, None).available  # no repo to look under: nowhere
     (tmp_path / 'moved.safetensors').rename(tag_folder / 'model.safetensors')
 
 

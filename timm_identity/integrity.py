@@ -3,13 +3,15 @@
 ``train-cifar`` checkpoints (``model.safetensors``, ``train_state.pt``) and exported Hub folders
 (``model.safetensors``) carry, next to timm's own keys, ::
 
-    "files": {"model.safetensors": {"bytes": 54242336, "sha256": "9f2c..."}}
+    "files": {"model.safetensors": {"size": 54242336, "sha256": "9f2c..."}}
 
-(timm ignores keys it does not know; the sha256 is the one the Hub shows for the file and ``sha256sum``
-prints). Every command of ours that loads such a file checks it first with :func:`check_weights_file`:
-a file that differs from its record, or one whose safetensors header cannot be read, is a
-:class:`DamagedFileError` with one line that names the file. Files without a record (older checkpoints,
-timm ``train.py`` checkpoints, a bare weights file) are read as they are.
+``{"size", "sha256"}`` (:func:`file_record`) is the one record of a file in the package: a pretrained tag's
+``weights.json`` holds the same two keys for its weights (:mod:`timm_identity.pretrained.weights_record`), and
+:func:`record_mismatch` is the one comparison. (timm ignores keys it does not know; the sha256 is the one the Hub
+shows for the file and ``sha256sum`` prints). Every command of ours that loads such a file checks it first with
+:func:`check_weights_file`: a file that differs from its record, or one whose safetensors header cannot be read, is
+a :class:`DamagedFileError` with one line that names the file. Files without a record (older checkpoints, timm
+``train.py`` checkpoints, a bare weights file) are read as they are.
 """
 from __future__ import annotations
 
@@ -19,11 +21,12 @@ import os
 import pickle
 import re
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Dict, Iterable, Optional, Union
 
 from .atomic_io import atomic_write_text
 
-__all__ = ['FILES_KEY', 'DamagedFileError', 'file_digest', 'sha256_file', 'record_files', 'check_recorded',
+__all__ = ['FILES_KEY', 'DamagedFileError', 'file_digest', 'sha256_file', 'file_record', 'record_mismatch',
+           'record_files', 'check_recorded',
            'check_weights_file', 'torch_load_checked', 'first_line']
 
 FILES_KEY = 'files'
@@ -51,14 +54,32 @@ def sha256_file(path: PathLike) -> str:
     return file_digest(path, 'sha256')
 
 
+def file_record(path: PathLike) -> Dict[str, Any]:
+    """The record of a file: ``{'size': bytes, 'sha256': hex}``."""
+    return {'size': Path(path).stat().st_size, 'sha256': sha256_file(path)}
+
+
+def record_mismatch(path: PathLike, record: Dict[str, Any], where: PathLike) -> Optional[str]:
+    """How ``path`` differs from its ``record`` (kept in ``where``), in words; None when it matches. The size is
+    compared first (no hashing of a truncated file); checkpoints written by earlier versions name it ``bytes``."""
+    path = Path(path)
+    size = path.stat().st_size
+    want = record.get('size', record.get('bytes'))
+    if want is not None and size != want:
+        return f'{path} is damaged (truncated or overwritten): {size:,} bytes, but {where} records {want:,}'
+    if record.get('sha256') and sha256_file(path) != record['sha256']:
+        return (f'{path} is damaged or was changed after it was written: its sha256 differs from the '
+                f'{record["sha256"]} recorded in {where}')
+    return None
+
+
 def record_files(folder: PathLike, names: Iterable[str]) -> None:
     """Add the size and sha256 of ``folder/<name>`` for each of ``names`` to ``folder/config.json``
     (replacing any earlier record; the config is rewritten atomically)."""
     folder = Path(folder)
     config_path = folder / CONFIG_NAME
     config = json.loads(config_path.read_text())
-    config[FILES_KEY] = {name: {'bytes': (folder / name).stat().st_size, 'sha256': sha256_file(folder / name)}
-                         for name in names}
+    config[FILES_KEY] = {name: file_record(folder / name) for name in names}
     atomic_write_text(config_path, json.dumps(config, indent=2) + '\n')
 
 
@@ -87,13 +108,9 @@ def check_recorded(path: PathLike) -> bool:
     where = path.parent / CONFIG_NAME
     if not path.is_file():
         raise DamagedFileError(f'{path}: missing, though {where} records it')
-    size = path.stat().st_size
-    if record.get('bytes') is not None and size != record['bytes']:
-        raise DamagedFileError(f'{path} is damaged (truncated or overwritten): {size:,} bytes, but {where} '
-                               f'records {record["bytes"]:,}')
-    if record.get('sha256') and sha256_file(path) != record['sha256']:
-        raise DamagedFileError(f'{path} is damaged or was changed after it was written: its sha256 differs '
-                               f'from the {record["sha256"]} recorded in {where}')
+    problem = record_mismatch(path, record, where)
+    if problem:
+        raise DamagedFileError(problem)
     return True
 
 

@@ -228,7 +228,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 def _demo_pretrained() -> None:
     """Every shipped CIFAR-10 tag, loaded with ``pretrained=True``, on the package's 100 real test images."""
     from timm_identity.data.sample_images import load_cifar10_sample
-    from timm_identity.models.pretrained_tags import recorded_test_results
+    from timm_identity.pretrained.tags import recorded_test_results
     tags = [t for t in timm.list_pretrained('allconv*') if timm.models.get_pretrained_cfg(t).num_classes == 10
             and tuple(timm.models.get_pretrained_cfg(t).input_size) == (3, 32, 32)]
     if not tags:
@@ -240,7 +240,11 @@ def _demo_pretrained() -> None:
     print(f'Pretrained weights on {len(labels)} real CIFAR-10 test images shipped with the package '
           f'(10 per class):')
     for tag in tags:
-        model = timm.create_model(tag, pretrained=True).eval()
+        try:
+            model = timm.create_model(tag, pretrained=True).eval()
+        except RuntimeError as e:  # a listed tag whose weights are not to be had here (e.g. not in the HF cache)
+            print(f'  {tag}: skipped ({str(e).splitlines()[0]})')
+            continue
         cfg = model.pretrained_cfg
         mean, std = torch.tensor(cfg['mean']).view(1, 3, 1, 1), torch.tensor(cfg['std']).view(1, 3, 1, 1)
         with torch.no_grad():

@@ -1,3 +1,3 @@
-"""The paper's all-convolutional residual networks (Section 4) as timm models, and their pretrained tags."""
+"""The paper's all-convolutional residual networks (Section 4) as timm models (their pretrained tags:
+:mod:`timm_identity.pretrained`)."""
 from .allconv_resnet import *  # noqa: F401,F403  (registers the models with timm)
-from .pretrained_tags import hub_configs_root, load_hub_configs, recorded_test_results  # noqa: F401

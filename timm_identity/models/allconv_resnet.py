@@ -12,7 +12,7 @@ parameters): ResNet-34's stages (3, 4, 6, 3 blocks at 64, 128, 256, 512 channels
 replaced by a stride-2 first block, plus a fifth stage of 3 blocks at 512 channels and stride 1
 (35,251,392 conv weights, 1.3 % under 35.7M). See MODEL_CARD.md for every choice the paper leaves open.
 
-Pretrained tags are generated from the ``config.json`` files in ``hub_configs/`` (:mod:`.pretrained_tags`).
+Pretrained tags are generated from the ``config.json`` files in ``hub_configs/`` (:mod:`timm_identity.pretrained.tags`).
 """
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -26,7 +26,7 @@ from timm.models._input import update_model_args  # records reconstruction args 
 
 from .fixed_projection import HEAD_TYPES, create_classifier
 from .residual_block import AllConvResidualBlock, init_conv_
-from .pretrained_tags import check_after_load, check_before_load, load_hub_configs, weights_unreachable_error
+from ..pretrained.tags import check_after_load, check_before_load, load_hub_configs, weights_unreachable_error
 
 __all__ = ['AllConvResNet', 'ARCH_DEFAULTS', 'check_input']
 
@@ -291,6 +291,14 @@ class AllConvResNet(nn.Module):
         return take_indices
 
 
+def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: AllConvResNet) -> Dict[str, torch.Tensor]:
+    """Weights trained with the paper's fixed head loaded into ``head='linear'`` with the same classes: the
+    trainable head starts as that fixed projection (bias 0), so the model computes what the weights did."""
+    if 'fc.weight' in state_dict and 'fc.bias' not in state_dict and isinstance(model.fc, nn.Linear):
+        state_dict = {**state_dict, 'fc.bias': torch.zeros_like(model.fc.bias)}
+    return state_dict
+
+
 def _create_allconv_resnet(variant: str, pretrained: bool = False, **kwargs) -> AllConvResNet:
     model_args = {**ARCH_DEFAULTS[variant], **kwargs}
     if pretrained:
@@ -298,6 +306,7 @@ def _create_allconv_resnet(variant: str, pretrained: bool = False, **kwargs) -> 
     try:
         model = build_model_with_cfg(
             AllConvResNet, variant, pretrained,
+            pretrained_filter_fn=checkpoint_filter_fn,
             feature_cfg=dict(flatten_sequential=True, out_indices=tuple(range(len(model_args['depths']) + 1))),
             **model_args,
         )

@@ -1,10 +1,9 @@
-"""The pretrained tags: one folder per tag in ``hub_configs/<architecture>.<tag>/`` (the form its Hub repo has),
-read when the models are registered, and the checks ``pretrained=True`` makes before and after loading.
-
-A tag keeps its ``hf_hub_id`` (which is what makes timm list it as pretrained) only when its weights exist and
-can be had here (:mod:`.weights_record`); a planned tag is creatable by name, and ``pretrained=True`` on it is a
-clear error. Loaded weights are checked against the tag's record (the file in the tag folder, or the copy in the
-local Hugging Face cache).
+"""The pretrained tags: one folder per tag in ``hub_configs/<architecture>.<tag>/`` (the form its Hub repo has), read
+when the models are registered, and the checks ``pretrained=True`` makes before and after loading. A tag keeps its
+``hf_hub_id`` (which is what makes timm list it as pretrained) only when weights were made for it
+(:mod:`.weights_record`; nothing at import looks into the Hugging Face cache); a planned tag is creatable by name,
+and ``pretrained=True`` on it is a clear error. Loaded weights are checked against the tag's record (the file in
+the tag folder, or the copy in the local Hugging Face cache).
 """
 import json
 import warnings
@@ -13,8 +12,8 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 from .weights_record import (
-    HUB_CONFIGS_ENV, WeightsError, WeightsStatus, hub_configs_override, read_record, verify_weights_file,
-    weights_status,
+    HUB_CONFIGS_ENV, WEIGHTS_FILE, WeightsError, WeightsStatus, cached_weights, hub_configs_override, read_record,
+    verify_weights_file, weights_status,
 )
 
 __all__ = ['TAG_WEIGHTS', 'PLANNED_HF_HUB_IDS', 'hub_configs_root', 'load_hub_configs', 'recorded_test_results',
@@ -59,8 +58,9 @@ def load_hub_configs() -> Dict[str, Dict[str, Any]]:
 
     Each ``config.json`` is in the form timm's ``save_for_hf`` writes (and the Hub repo holds), so the
     pretrained cfg registered with timm is exactly the one a user downloads. A tag keeps its ``hf_hub_id``
-    (which is what makes timm list it as pretrained) only when its weights exist and can be had here (see
-    :mod:`timm_identity.models.weights_record`); when they sit in the tag folder, ``file`` points at them.
+    (which is what makes timm list it as pretrained) only when weights were made for it (a weights record, see
+    :mod:`timm_identity.pretrained.weights_record`; the HF cache is not looked into here); when they sit in the
+    tag folder, ``file`` points at them.
     """
     cfgs = {}
     for folder in _hub_config_dirs():
@@ -116,12 +116,14 @@ def recorded_test_results(name: str) -> Optional[Dict[str, Any]]:
             'split': top1[0].dataset_split, 'images': int(match.group(2).replace(',', '')) if match else None}
 
 
-def no_weights_error(name: str) -> RuntimeError:
-    """``pretrained=True`` for a planned tag: no weights exist (here) yet."""
+def no_weights_error(name: str, also: str = '') -> RuntimeError:
+    """``pretrained=True`` for a planned tag (no weights exist here yet), or one whose exported weights are not
+    to be had here."""
     folder, status = TAG_WEIGHTS[name]
     planned = PLANNED_HF_HUB_IDS.get(name)
     return RuntimeError(
-        f"No pretrained weights for {name!r} yet: {status.reason}"
+        f"No pretrained weights for {name!r} {'here' if also else 'yet'}: {status.reason}"
+        + (f', {also}' if also else '')
         + (f" (they will be published to the Hugging Face Hub repo {planned!r})" if planned else '') + ".\n"
         f"timm.list_pretrained('allconv*') lists the tags that have weights. What to do:\n"
         f"  - build it untrained: timm.create_model({name!r}) (no pretrained=True);\n"
@@ -165,6 +167,10 @@ def check_before_load(variant: str, kwargs: Dict[str, Any]) -> Tuple[str, Any]:
     has_source = cfg.source in ('hf-hub', 'local-dir') or cfg.url or cfg.file or cfg.state_dict or cfg.hf_hub_id
     if not has_source and name in TAG_WEIGHTS:
         raise no_weights_error(name)
+    status = TAG_WEIGHTS[name][1] if name in TAG_WEIGHTS else None
+    if (status is not None and status.cache_only and cfg.hf_hub_id == status.repo_id and not cfg.file
+            and cfg.source != 'local-dir' and cached_weights(cfg.hf_hub_id, WEIGHTS_FILE) is None):
+        raise no_weights_error(name, also='and they are not in the local Hugging Face cache either')
     if name in TAG_WEIGHTS and cfg.file and cfg.file == str(TAG_WEIGHTS[name][1].local_file):
         verify_weights_file(cfg.file, TAG_WEIGHTS[name][0])  # the recorded file, untouched
     verify_cached_hub_weights(name, cfg)  # a copy in the HF cache must be the recorded file too
@@ -185,7 +191,6 @@ def verify_cached_hub_weights(name: str, cfg) -> None:
     record = read_record(folder)
     if record is None or record.get('repo_id') != cfg.hf_hub_id:  # another repo's weights under the same tag
         return
-    from huggingface_hub import try_to_load_from_cache
-    cached = try_to_load_from_cache(cfg.hf_hub_id, record['file'])
-    if isinstance(cached, str):
+    cached = cached_weights(cfg.hf_hub_id, record['file'])
+    if cached is not None:
         verify_weights_file(cached, folder)

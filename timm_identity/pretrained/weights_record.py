@@ -4,12 +4,13 @@ A tag folder always holds ``config.json`` (the tag's pretrained cfg and its plan
 ``weights.json`` only once weights for the tag were exported with ``timm-identity export --to-hub-configs``
 (which reloads and checks them): the file's name, size and SHA-256, and, after ``timm-identity publish``,
 where they were published. timm lists a tag as pretrained (``timm.list_pretrained()``) only when that record
-exists **and** the weights can be had here:
+exists, which says the weights were made:
 
 - published on the Hub (the record says so), or
 - the recorded ``model.safetensors`` sits in the tag folder (then ``pretrained=True`` loads it from there,
   after checking its SHA-256 against the record), or
-- it is in the local Hugging Face cache under the tag's repo id (``export --to-hf-cache``).
+- neither: then only the local Hugging Face cache can have them (``export --to-hf-cache``). Whether it does is
+  looked up when ``pretrained=True`` asks for them, never at import; if not, that call is a clear error.
 
 Every other tag is *planned*: creatable by name, documented, but ``pretrained=True`` is a clear error.
 
@@ -22,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
-from timm_identity.integrity import sha256_file
+from timm_identity.integrity import file_record, record_mismatch, sha256_file
 
 __all__ = ['RECORD_FILE', 'WEIGHTS_FILE', 'WeightsError', 'WeightsStatus', 'read_record', 'write_record',
-           'mark_published', 'weights_status', 'verify_weights_file']
+           'mark_published', 'weights_status', 'cached_weights', 'verify_weights_file']
 
 RECORD_FILE = 'weights.json'
 WEIGHTS_FILE = 'model.safetensors'
@@ -38,9 +39,11 @@ class WeightsError(RuntimeError):
 
 @dataclass(frozen=True)
 class WeightsStatus:
-    available: bool                 # pretrained=True can load them here
+    available: bool                 # weights were made for the tag (timm lists it as pretrained)
     local_file: Optional[Path]      # the recorded file in the tag folder, when it is there
-    reason: str                     # why they are (not) available, for messages
+    reason: str                     # where they are (or why there are none), for messages
+    cache_only: bool = False        # neither in the folder nor published: only the local HF cache can have them
+    repo_id: Optional[str] = None   # (cache_only) the repo they are cached under
 
 
 def read_record(folder: Union[str, Path]) -> Optional[Dict[str, Any]]:
@@ -66,10 +69,7 @@ def write_record(folder: Union[str, Path], repo_id: str, source: Optional[str] =
     """Record the exported ``folder/model.safetensors`` (size, SHA-256) as the tag's weights (not published)."""
     folder = Path(folder)
     weights = folder / WEIGHTS_FILE
-    record = {
-        'file': WEIGHTS_FILE, 'size': weights.stat().st_size, 'sha256': sha256_file(weights),
-        'repo_id': repo_id, 'published': None, 'source': source,
-    }
+    record = {'file': WEIGHTS_FILE, **file_record(weights), 'repo_id': repo_id, 'published': None, 'source': source}
     _write(folder, record)
     return record
 
@@ -87,12 +87,14 @@ def mark_published(folder: Union[str, Path], repo_id: str, revision: str, commit
     return True
 
 
-def _in_hf_cache(repo_id: str, filename: str) -> bool:
+def cached_weights(repo_id: str, filename: str, revision: Optional[str] = None) -> Optional[str]:
+    """The path of ``filename`` of ``repo_id`` in the local Hugging Face cache, or None."""
     try:
         from huggingface_hub import try_to_load_from_cache
-        return isinstance(try_to_load_from_cache(repo_id, filename), str)
+        found = try_to_load_from_cache(repo_id, filename, revision=revision)
     except Exception:  # a broken cache is not weights
-        return False
+        return None
+    return found if isinstance(found, str) else None
 
 
 def weights_status(folder: Union[str, Path], repo_id: Optional[str]) -> WeightsStatus:
@@ -106,10 +108,12 @@ def weights_status(folder: Union[str, Path], repo_id: Optional[str]) -> WeightsS
         return WeightsStatus(True, local, f'exported weights in {folder}')
     if record.get('published'):
         return WeightsStatus(True, None, f"published to {record['published'].get('repo_id', repo_id)}")
-    if repo_id and _in_hf_cache(repo_id, record['file']):
-        return WeightsStatus(True, None, f'in the local Hugging Face cache under {repo_id}')
-    return WeightsStatus(False, None, f"weights were exported (sha256 {record['sha256'][:12]}...) but they are not "
-                                      f"published and {local} is missing")
+    exported = (f"weights were exported (sha256 {record['sha256'][:12]}...) but they are not published and "
+                f"{local} is missing")
+    if repo_id:  # only the HF cache can have them: looked up when pretrained=True asks (check_before_load)
+        return WeightsStatus(True, None, f'{exported}; only the local Hugging Face cache ({repo_id}) can have them',
+                             cache_only=True, repo_id=repo_id)
+    return WeightsStatus(False, None, exported)
 
 
 _verified: Dict[Path, tuple] = {}
@@ -126,7 +130,7 @@ def verify_weights_file(path: Union[str, Path], record_folder: Union[str, Path])
     key = (stat.st_size, stat.st_mtime_ns)
     if _verified.get(path) == key:
         return
-    if stat.st_size != record['size'] or sha256_file(path) != record['sha256']:
+    if record_mismatch(path, record, Path(record_folder) / RECORD_FILE):
         raise WeightsError(
             f"{path}: does not match its record {Path(record_folder) / RECORD_FILE} (expected {record['size']:,} "
             f"bytes, sha256 {record['sha256']}); the file is damaged or was replaced. Export it again with "
