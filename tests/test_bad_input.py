@@ -181,7 +181,7 @@ def test_export_refuses_a_summary_of_another_run(tmp_path, splits):
     from timm_identity.hub.export import ExportError, export_checkpoint
     run = tmp_path / 'run'
     train(tiny_overrides(run, steps=2, eval_every=2), *splits)
-    other = dict(json.loads((run / 'summary.json').read_text()), dataset='cifar100', final_step=7)
+    other = dict(json.loads((run / 'summary.json').read_text()), dataset='cifar100', final_step=7, checkpoint_step=7)
     other['config'] = dict(other['config'], dataset='cifar100')
     (tmp_path / 'other.json').write_text(json.dumps(other))
     with pytest.raises(ExportError) as e:

@@ -188,11 +188,15 @@ def test_export_accepts_train_cifar_run_folder_summary_and_checkpoint_folder(tmp
         errors = {e.metric_name: e.metric_value for e in card_data.eval_results}
         assert errors['Top-1 accuracy (final)'] == pytest.approx(100 - summary['final_test_error'])
 
-    # an older checkpoint folder: its weights, not the run's final metrics; --arch picks a registered tag
+    # an older checkpoint folder: its own run record (its weights' test error at step 1), not the run's final
+    # metrics; --arch picks a registered tag
     folder = export_checkpoint(run / 'checkpoints' / 'step_00000001', tmp_path / 'old', model_card=card,
                                arch='allconv_resnet_cifar.cifar10')
     assert json.loads((folder / 'config.json').read_text())['pretrained_cfg']['tag'] == 'cifar10'
-    assert ModelCard((folder / 'README.md').read_text()).data.eval_results is None
+    step1 = json.loads((run / 'checkpoints' / 'step_00000001' / 'run.json').read_text())
+    assert step1['checkpoint_step'] == step1['final_step'] == 1
+    errors = {e.metric_name: e.metric_value for e in ModelCard((folder / 'README.md').read_text()).data.eval_results}
+    assert errors['Top-1 accuracy (final)'] == pytest.approx(100 - step1['final_test_error'])
 
     assert cli_main(['export', str(run), '--output', str(tmp_path / 'cli'), '--model-card', str(card)]) == 0
     assert cli_main(['export', str(tmp_path / 'nothing'), '--output', str(tmp_path / 'x')]) == 2
@@ -262,8 +266,16 @@ def test_card_of_a_short_run_claims_no_paper_recipe(tmp_path):
     assert '- **Exported weights:** step 16 (step_00000016/model.safetensors)' in card.text
     assert {e.dataset_split for e in card.data.eval_results} == {'test'}
 
-    # an older checkpoint folder, without the run's summary: its train_state still records the recipe
-    folder = export_checkpoint(run / 'checkpoints' / 'step_00000008', tmp_path / 'old', model_card=write_model_card(
-        tmp_path), arch='allconv_resnet_cifar.cifar10')
-    text = ModelCard((folder / 'README.md').read_text()).text
-    assert '- **Length:** 8 optimizer steps of 16 planned' in text and '- **Evaluated on:** not recorded' in text
+    # an earlier checkpoint folder: its own run record (run.json) as of step 8, with the test error of its weights
+    ckpt8 = run / 'checkpoints' / 'step_00000008'
+    record = json.loads((ckpt8 / 'run.json').read_text())
+    assert (record['status'], record['checkpoint_step'], record['final_step']) == ('running', 8, 8)
+    folder = export_checkpoint(ckpt8, tmp_path / 'old', model_card=write_model_card(tmp_path),
+                               arch='allconv_resnet_cifar.cifar10')
+    card = ModelCard((folder / 'README.md').read_text())
+    assert '- **Length:** 8 optimizer steps of 16 planned (' in card.text
+    assert 'epochs), a checkpoint during the run' in card.text
+    assert '- **Evaluated on:** CIFAR-10 `test` split, 20 images' in card.text
+    assert '- **Exported weights:** step 8 (step_00000008/model.safetensors)' in card.text
+    top1 = [e for e in card.data.eval_results if e.metric_name == 'Top-1 accuracy (final)']
+    assert [round(100 - e.metric_value, 4) for e in top1] == [round(record['final_test_error'], 4)]

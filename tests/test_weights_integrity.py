@@ -62,10 +62,10 @@ def test_checkpoint_records_sha256_and_has_ordinary_modes(trained):
     ckpt = run / 'checkpoints' / 'step_00000004'
     files = json.loads((ckpt / 'config.json').read_text())['files']
     for name in ('model.safetensors', 'train_state.pt'):
-        assert files[name] == {'bytes': (ckpt / name).stat().st_size, 'sha256': sha256_file(ckpt / name)}
+        assert files[name] == {'size': (ckpt / name).stat().st_size, 'sha256': sha256_file(ckpt / name)}
     # safetensors' save_file writes 0o600: a checkpoint is as readable as any other file the run writes
     assert {p.name: _mode(p) for p in ckpt.iterdir()} == {
-        'model.safetensors': 0o644, 'config.json': 0o644, 'train_state.pt': 0o644}
+        'model.safetensors': 0o644, 'config.json': 0o644, 'train_state.pt': 0o644, 'run.json': 0o644}
     assert _mode(ckpt) == 0o755
 
 
@@ -183,7 +183,7 @@ def test_model_kwargs_that_do_not_parse_are_errors(trained, tmp_path, capsys):
     weights = run / 'checkpoints' / 'step_00000004' / 'model.safetensors'
     assert main(['evaluate', str(weights), '--data-dir', cifar.folder, '--model', 'allconv_resnet_cifar', *argv]) == 2
     assert "cannot read '(1,1'" in _one_line_error(capsys)
-    with pytest.raises(SystemExit) as exit_:  # export (and tools/finetune.py): an argparse error
+    with pytest.raises(SystemExit) as exit_:  # export: an argparse error
         main(['export', str(weights), '--output', str(tmp_path / 'o'), *argv])
     assert exit_.value.code == 2 and "cannot read '(1,1'" in capsys.readouterr().err
 

@@ -6,9 +6,9 @@ from ..model_kwargs import ParseModelKwargs
 
 EXPORT_EPILOG = """\
 examples:
-  # a train-cifar run (its newest checkpoint + summary.json) -> a folder ready for `publish`
+  # a train-cifar run (its newest checkpoint + that checkpoint's run.json) -> a folder ready for `publish`
   timm-identity export runs/c10 --arch allconv_resnet_cifar.cifar10 --output export/allconv_resnet_cifar.cifar10
-  # one checkpoint folder of a run, or a bare weights file with its summary
+  # one checkpoint folder of a run (with its own run.json), or a bare weights file with its summary
   timm-identity export runs/c10/checkpoints/step_00060000 --tag cifar10 --output export/c10
   timm-identity export weights.safetensors --arch allconv_resnet_cifar.cifar10 \\
       --summary runs/c10/summary.json --output export/allconv_resnet_cifar.cifar10
@@ -17,12 +17,13 @@ examples:
   # into the clone's hub_configs/ and the local HF cache: pretrained=True then works offline here
   timm-identity export runs/c10 --arch allconv_resnet_cifar.cifar10 --to-hub-configs --to-hf-cache
 
-Summary files: our trainer's summary JSON (final_test_error, best_test_error, optional *_top5 keys, in
-percent) or timm train.py's summary.csv (eval_top1 / eval_top5; repeated header rows after --resume and a
-partial last row are fine; args.yaml beside it gives the settings and evaluated split). The model card is
-MODEL_CARD.md of the checkout (or --model-card) with the per-model section and Hub metadata added; it says
-only what the run recorded, "not recorded" otherwise. Inputs whose config.json records their sha256 (our
-checkpoints and exports) are checked against it; the export records its own.
+Summary files: our trainer's run record (a checkpoint's run.json, the run's summary.json: final_test_error,
+best_test_error, optional *_top5 keys, in percent) or timm train.py's summary.csv (eval_top1 / eval_top5;
+repeated header rows after --resume and a partial last row are fine; args.yaml beside it gives the settings
+and evaluated split). The model card is MODEL_CARD.md of the checkout (or --model-card) with the per-model
+section and Hub metadata added; it says only what the run recorded, "not recorded" otherwise. Inputs whose
+config.json records their sha256 (our checkpoints and exports) are checked against it; the export records its
+own.
 """
 
 PUBLISH_EPILOG = """\
@@ -80,7 +81,7 @@ def add_parser(subparsers) -> None:
                     'repo: config.json (timm save_for_hf), model.safetensors and a README.md model card.\n'
                     'Written under a temporary name, reloaded and checked, then renamed into place.',
         epilog=EXPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('checkpoint', help='a train-cifar run folder (newest checkpoint + its summary.json), its '
+    p.add_argument('checkpoint', help='a train-cifar run folder (newest checkpoint + its run.json), its '
                                       'summary.json, a timm train.py run folder (model_best.pth.tar + '
                                       'summary.csv), a checkpoint or Hub-form folder (model.safetensors + '
                                       'config.json), a .safetensors state dict, or a torch checkpoint (.pth.tar, '
@@ -94,7 +95,7 @@ def add_parser(subparsers) -> None:
                         'head and in_chans are read from the weights')
     p.add_argument('--no-ema', action='store_true', help='take state_dict, not state_dict_ema, of a timm checkpoint')
     p.add_argument('--summary', help='training summary with the measured metrics (.json ours, .csv timm '
-                                     'train.py; default: a run folder\'s summary.json)')
+                                     'train.py; default: the checkpoint\'s run.json)')
     out = p.add_mutually_exclusive_group()
     out.add_argument('--output', '-o', help='destination folder')
     out.add_argument('--to-hub-configs', nargs='?', const='', metavar='HUB_CONFIGS',

@@ -1,7 +1,7 @@
-"""What a training source records about how weights were made: our ``train-cifar`` ``summary.json`` (and a
-checkpoint's settings), timm ``train.py``'s ``summary.csv`` with its ``args.yaml`` (and a webdataset folder's
-``_info.json`` for the evaluated split's size). Read here; rendered into the model card by :mod:`.model_card`.
-Nothing is ever filled in from the paper's recipe: what a source does not record stays ``None``.
+"""What a training source records about how weights were made: our ``train-cifar`` run record (a checkpoint's
+``run.json``, or the run's ``summary.json``), timm ``train.py``'s ``summary.csv`` with its ``args.yaml`` (and a
+webdataset folder's ``_info.json`` for the evaluated split's size). Read here; rendered into the model card by
+:mod:`.model_card`. Nothing is ever filled in from the paper's recipe: what a source does not record stays ``None``.
 """
 import json
 from dataclasses import dataclass
@@ -118,8 +118,8 @@ def read_summary(path: Union[str, Path]) -> TrainingSummary:
 def train_cifar_record(config: Dict[str, Any], steps: Optional[int] = None, epochs: Optional[float] = None,
                        argv: Optional[Sequence[str]] = None, status: Optional[str] = None,
                        resumed: bool = False) -> TrainingRecord:
-    """The :class:`TrainingRecord` of a ``train-cifar`` run from its config (``summary.json``'s ``config``
-    or a checkpoint's ``train_state.pt``), steps done and command line."""
+    """The :class:`TrainingRecord` of a ``train-cifar`` run from its record (``config``, steps done, command
+    line: a checkpoint's ``run.json`` or the run's ``summary.json``)."""
     import shlex
     from timm_identity.train.recipes import RECIPES
     record = TrainingRecord()
@@ -143,6 +143,7 @@ def train_cifar_record(config: Dict[str, Any], steps: Optional[int] = None, epoc
         planned = f' of {config["steps"]:,} planned' if config.get('steps') else ''
         record.length = f'{steps:,} optimizer steps{planned}' + (
             f' ({epochs:.2f} epochs)' if isinstance(epochs, (int, float)) else '') + (
+            ', a checkpoint during the run' if status == 'running' else
             f', stopped: {status}' if status and status != 'completed' else '')
     return record
 

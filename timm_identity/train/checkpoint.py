@@ -7,6 +7,9 @@ Layout of a run folder::
     RUN/checkpoints/step_00002000/config.json         timm's Hub config (architecture, model_args,
                                                       pretrained_cfg with the run's mean/std), so the
                                                       folder loads with timm.create_model('local-dir:...')
+    RUN/checkpoints/step_00002000/run.json            the run record as of this step (settings, test error
+                                                      of these weights and the best so far, length, speed,
+                                                      command line): what export reads for the model card
     RUN/checkpoints/step_00002000/train_state.pt      step, optimizer, scheduler, data generator and
                                                       permutation, RNG states, best error, config
                                                       (plain tensors/containers: torch.load weights_only)
@@ -20,6 +23,7 @@ them, and a damaged checkpoint is a one-line error that names the file and the n
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -34,7 +38,8 @@ from ..integrity import (
 )
 
 __all__ = [
-    'MODEL_FILE', 'CONFIG_FILE', 'STATE_FILE', 'atomic_write_text', 'save_checkpoint', 'resolve_checkpoint',
+    'MODEL_FILE', 'CONFIG_FILE', 'STATE_FILE', 'RUN_FILE', 'atomic_write_text', 'checkpoint_path', 'save_checkpoint',
+    'resolve_checkpoint',
     'load_train_state', 'load_model_weights', 'model_state_for_save', 'state_dict_mismatch', 'check_checkpoint',
     'newest_intact_checkpoint', 'resume_hint', 'hub_config_writer',
 ]
@@ -42,6 +47,7 @@ __all__ = [
 MODEL_FILE = 'model.safetensors'
 CONFIG_FILE = 'config.json'
 STATE_FILE = 'train_state.pt'
+RUN_FILE = 'run.json'
 LATEST = 'latest'
 
 PathLike = Union[str, os.PathLike]
@@ -58,23 +64,28 @@ def model_state_for_save(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
     return {k: v.detach().to('cpu', copy=True).contiguous() for k, v in model.state_dict().items()}
 
 
+def checkpoint_path(run_dir: PathLike, step: int) -> Path:
+    """The folder of checkpoint ``step`` in a run folder."""
+    return Path(run_dir) / 'checkpoints' / f'step_{step:08d}'
+
+
 def save_checkpoint(
         run_dir: PathLike,
         step: int,
         model: torch.nn.Module,
         train_state: Dict[str, Any],
         write_config,
+        run_record: Optional[Dict[str, Any]] = None,
         keep: int = 2,
 ) -> Path:
     """Write checkpoint ``step`` atomically, point ``latest`` at it, and keep the newest ``keep``.
 
-    ``write_config(path)`` writes the Hub-format ``config.json`` (see ``save_config_for_hf``).
-    Returns the checkpoint folder.
+    ``write_config(path)`` writes the Hub-format ``config.json`` (see ``save_config_for_hf``); ``run_record``
+    (JSON) becomes ``run.json``. Returns the checkpoint folder.
     """
-    root = Path(run_dir) / 'checkpoints'
+    final = checkpoint_path(run_dir, step)
+    root, name = final.parent, final.name
     root.mkdir(parents=True, exist_ok=True)
-    name = f'step_{step:08d}'
-    final = root / name
     tmp = root / f'.tmp-{name}-{os.getpid()}'
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -83,8 +94,12 @@ def save_checkpoint(
         save_file(model_state_for_save(model), str(tmp / MODEL_FILE), metadata={'format': 'pt', 'step': str(step)})
         write_config(tmp / CONFIG_FILE)
         torch.save(train_state, tmp / STATE_FILE)
+        written = [MODEL_FILE, CONFIG_FILE, STATE_FILE]
+        if run_record is not None:
+            (tmp / RUN_FILE).write_text(json.dumps(run_record, indent=2) + '\n')
+            written.append(RUN_FILE)
         record_files(tmp, (MODEL_FILE, STATE_FILE))
-        for f in (MODEL_FILE, CONFIG_FILE, STATE_FILE):
+        for f in written:
             set_new_file_mode(tmp / f)  # save_file writes 0o600
             _fsync_file(tmp / f)
     except BaseException as e:  # a full disk, an interrupt: no half-written checkpoint stays behind

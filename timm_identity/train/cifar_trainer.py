@@ -35,8 +35,8 @@ import torch
 
 from ..integrity import DamagedFileError, check_weights_file
 from .checkpoint import (
-    MODEL_FILE, atomic_write_text, hub_config_writer, load_model_weights, load_train_state, resolve_checkpoint,
-    resume_hint, save_checkpoint,
+    MODEL_FILE, atomic_write_text, checkpoint_path, hub_config_writer, load_model_weights, load_train_state,
+    resolve_checkpoint, resume_hint, save_checkpoint,
 )
 from .config import resolve_config
 from .device import device_name, resolve_device, software_versions
@@ -78,6 +78,7 @@ class Run:
     best: Dict[str, Any] = field(default_factory=lambda: {'test_error': None, 'step': None})
     prev_wall: float = 0.0                # wall time of the earlier processes of a resumed run
     last_ckpt: Optional[Path] = None
+    last_ckpt_step: Optional[int] = None  # the step of last_ckpt (a resumed checkpoint may have any folder name)
     ips_history: List[float] = field(default_factory=list)
     lock: Any = None                      # the open lock file of the run folder
 
@@ -196,7 +197,8 @@ def _setup(overrides, state, resume_dir, train_split, test_split, process_start,
         optimizer=optimizer, scheduler=build_scheduler(optimizer, cfg), data=data, test_images=test_images,
         test_labels=test_labels, mean=mean, std=std, classes=list(train_split.classes), fingerprint=fingerprint,
         process_start=process_start, argv=list(argv) if argv is not None else list(sys.argv),
-        resume_dir=resume_dir, last_ckpt=resume_dir, lock=lock)
+        resume_dir=resume_dir, last_ckpt=resume_dir, last_ckpt_step=state['step'] if state is not None else None,
+        lock=lock)
 
 
 def _build_model(cfg: Dict[str, Any], num_classes: int, device: torch.device) -> torch.nn.Module:
@@ -271,7 +273,7 @@ def _loop(run: Run, batch_hook: Optional[BatchHook]) -> Dict[str, Any]:
                 continue
             _log_point(run, interval, done, do_eval, pbar)
             if do_ckpt:
-                _save(run, done, pbar)
+                _save(run, done, pbar, 'completed' if done == steps else 'time_limit' if out_of_time else 'running')
             interval = Interval(AverageMeter(), AverageMeter(), interval.first_bad)  # a new interval starts
             if out_of_time and done < steps:
                 pbar.close()
@@ -329,9 +331,9 @@ def _log_point(run: Run, interval: Interval, done: int, do_eval: bool, pbar) -> 
                      **({'test_err': f"{record['test_error']:.2f}"} if do_eval else {}))
 
 
-def _save(run: Run, done: int, pbar) -> None:
-    """Checkpoint step ``done`` (weights, timm config.json, optimizer / schedule / data / RNG state); parameters
-    that are no longer finite are never saved."""
+def _save(run: Run, done: int, pbar, status: str) -> None:
+    """Checkpoint step ``done`` (weights, timm config.json, the run record as of this step, optimizer / schedule /
+    data / RNG state); parameters that are no longer finite are never saved."""
     if not all(torch.isfinite(p).all() for p in run.model.parameters()):
         pbar.close()
         message = (f'parameters became non-finite by step {done}; training stopped, not saved. '
@@ -349,18 +351,34 @@ def _save(run: Run, done: int, pbar) -> None:
         'config': run.cfg,
         'data_sha256': run.fingerprint,
     }
+    record = _run_record(run, status, checkpoint=checkpoint_path(run.run_dir, done), checkpoint_step=done)
     run.last_ckpt = save_checkpoint(run.run_dir, done, run.model, train_state,
                                     hub_config_writer(run.model, run.cfg, run.mean, run.std, run.classes, done),
-                                    keep=run.cfg['keep_checkpoints'])
+                                    run_record=record, keep=run.cfg['keep_checkpoints'])
+    run.last_ckpt_step = done
 
 
 def _finish(run: Run, status: str, message: str = '') -> Dict[str, Any]:
     """Write ``summary.json`` (and ``curves.png``) from the log and the run's state; return the summary."""
+    summary = _run_record(run, status, message, run.last_ckpt, run.last_ckpt_step)
+    atomic_write_text(run.run_dir / 'summary.json', json.dumps(summary, indent=2) + '\n')
+    records = _read_log(run.log_path)
+    if run.cfg['plot'] and records:
+        plot_curves(records, run.run_dir / 'curves.png',
+                    title=f"{run.cfg['model']} on {run.cfg['dataset']} ({run.cfg['recipe']} recipe)")
+    return summary
+
+
+def _run_record(run: Run, status: str, message: str = '', checkpoint: Optional[Path] = None,
+                checkpoint_step: Optional[int] = None) -> Dict[str, Any]:
+    """What the run is as of its last log record: settings, the latest and best test error (and their steps),
+    length, speed, device, versions, command line and the checkpoint of these weights. ``summary.json`` at the
+    end, and ``run.json`` in every checkpoint (what ``timm-identity export`` reads)."""
     cfg = run.cfg
     records = _read_log(run.log_path)
     evals = [r for r in records if r.get('test_error') is not None]
     steps_done = records[-1]['step'] if records else run.start_step
-    summary = {
+    return {
         'status': status,
         'message': message,
         'dataset': cfg['dataset'],
@@ -383,14 +401,10 @@ def _finish(run: Run, status: str, message: str = '') -> Dict[str, Any]:
         'argv': run.argv,
         'config': cfg,
         'mean': run.mean, 'std': run.std,
-        'last_checkpoint': str(run.last_ckpt) if run.last_ckpt is not None else None,
+        'last_checkpoint': str(checkpoint) if checkpoint is not None else None,
+        'checkpoint_step': checkpoint_step,
         'resumed_from': str(run.resume_dir) if run.resume_dir is not None else None,
     }
-    atomic_write_text(run.run_dir / 'summary.json', json.dumps(summary, indent=2) + '\n')
-    if cfg['plot'] and records:
-        plot_curves(records, run.run_dir / 'curves.png',
-                    title=f"{cfg['model']} on {cfg['dataset']} ({cfg['recipe']} recipe)")
-    return summary
 
 
 def _read_log(path: Path) -> List[Dict[str, Any]]:
