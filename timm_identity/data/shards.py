@@ -331,6 +331,38 @@ class SplitInfo:
     shard_sha256: list[str]
 
 
+def _checked_labels(samples: Sequence[ShardSample], name: str, split: str, num_classes: int) -> np.ndarray:
+    """The samples' labels, after checking the split has samples, a usable name, and labels in range."""
+    if not samples:
+        raise DatasetFormatError(f'{name}/{split}: no samples to write')
+    if any(c in name + split for c in '-./ ') or not name or not split:
+        raise ValueError(f'name and split may not contain "-", ".", "/" or spaces: {name!r}, {split!r}')
+    labels = np.fromiter((s.label for s in samples), dtype=np.int64, count=len(samples))
+    if labels.min() < 0 or labels.max() >= num_classes:
+        bad = samples[int(np.argmax((labels < 0) | (labels >= num_classes)))]
+        raise DatasetFormatError(f'{name}/{split}: sample {bad.key!r} has label {bad.label}, '
+                                 f'outside [0, {num_classes})')
+    return labels
+
+
+def _prepare_out_dir(out_dir: str, name: str, split: str, filenames: list[str]) -> None:
+    """Create the dataset folder, drop ``split`` from its ``_info.json``, remove shards of an older plan and
+    partial files."""
+    check_out_dir(out_dir)
+    try:
+        os.makedirs(os.path.join(out_dir, STATE_DIR), exist_ok=True)
+    except OSError as e:
+        raise DatasetFormatError(f'{out_dir}: cannot create the dataset folder ({type(e).__name__}: {e})') from e
+    _forget_split(out_dir, split)
+    pattern = _shard_pattern(name, split)
+    for stale in sorted(f for f in os.listdir(out_dir) if pattern.match(f) and f not in set(filenames)):
+        _logger.warning('removing %s: not part of the new %s/%s plan', stale, name, split)
+        os.remove(os.path.join(out_dir, stale))
+        if os.path.exists(_state_path(out_dir, stale)):
+            os.remove(_state_path(out_dir, stale))
+    _remove_partials(out_dir, filenames)
+
+
 def write_split(
         samples: Sequence[ShardSample],
         out_dir: str | os.PathLike,
@@ -359,33 +391,11 @@ def write_split(
     ``_info.json`` is not touched except to drop ``split`` from it; see :func:`write_info`.
     """
     out_dir = os.fspath(out_dir)
-    if not samples:
-        raise DatasetFormatError(f'{name}/{split}: no samples to write')
-    if any(c in name + split for c in '-./ ') or not name or not split:
-        raise ValueError(f'name and split may not contain "-", ".", "/" or spaces: {name!r}, {split!r}')
-    labels = np.fromiter((s.label for s in samples), dtype=np.int64, count=len(samples))
-    if labels.min() < 0 or labels.max() >= num_classes:
-        bad = samples[int(np.argmax((labels < 0) | (labels >= num_classes)))]
-        raise DatasetFormatError(f'{name}/{split}: sample {bad.key!r} has label {bad.label}, '
-                                 f'outside [0, {num_classes})')
-
+    labels = _checked_labels(samples, name, split, num_classes)
     order = np.arange(len(samples)) if seed is None else np.random.default_rng(seed).permutation(len(samples))
     shards = plan_shards([samples[i] for i in order], shard_samples, shard_bytes)
     filenames = [shard_filename(name, split, i) for i in range(len(shards))]
-
-    check_out_dir(out_dir)
-    try:
-        os.makedirs(os.path.join(out_dir, STATE_DIR), exist_ok=True)
-    except OSError as e:
-        raise DatasetFormatError(f'{out_dir}: cannot create the dataset folder ({type(e).__name__}: {e})') from e
-    _forget_split(out_dir, split)
-    pattern = _shard_pattern(name, split)
-    for stale in sorted(f for f in os.listdir(out_dir) if pattern.match(f) and f not in set(filenames)):
-        _logger.warning('removing %s: not part of the new %s/%s plan', stale, name, split)
-        os.remove(os.path.join(out_dir, stale))
-        if os.path.exists(_state_path(out_dir, stale)):
-            os.remove(_state_path(out_dir, stale))
-    _remove_partials(out_dir, filenames)
+    _prepare_out_dir(out_dir, name, split, filenames)
 
     tasks = {filename: _ShardTask(out_dir, filename, shard, *_shard_digests(shard))
              for filename, shard in zip(filenames, shards)}

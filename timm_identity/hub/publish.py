@@ -17,7 +17,7 @@ from typing import Callable, List, Optional, Union
 from huggingface_hub import HfApi, constants, get_token
 
 from ..integrity import DamagedFileError, check_weights_file, sha256_file
-from timm_identity.models.weights_record import RECORD_FILE, mark_published
+from timm_identity.pretrained.weights_record import RECORD_FILE, mark_published
 
 __all__ = ['PublishError', 'UploadFile', 'check_repo_names', 'collect_upload', 'publish']
 
@@ -122,6 +122,35 @@ def _describe(e: BaseException, token: Optional[str]) -> str:
     return _scrub(f'{type(e).__name__}: {first}', token)
 
 
+def _check_repo_id_and_revision(repo_id: str, revision: Optional[str]) -> None:
+    if not repo_id or repo_id.count('/') != 1 or not all(repo_id.split('/')):
+        raise PublishError(f'--repo-id must be "owner/name", got {repo_id!r}.')
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise PublishError(f'--repo-id {repo_id!r} is not a valid Hub repo id ({str(e).splitlines()[0]}).') from None
+    if revision is not None and (not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9._/-]*', revision)
+                                 or '..' in revision.split('/') or revision.endswith(('/', '.lock'))):
+        raise PublishError(f'--revision {revision!r} is not a valid branch name (letters, digits, . _ - /; no '
+                           f'".." parts).')
+
+
+def _logged_in_api(endpoint: str, token: str):
+    """(HfApi, whoami) for ``token`` at ``endpoint``; a rejected token or an unreachable Hub is one line."""
+    from timm_identity import __version__
+    api = HfApi(endpoint=endpoint, token=token, library_name='timm-identity', library_version=__version__)
+    try:
+        return api, api.whoami()
+    except Exception as e:
+        status = getattr(getattr(e, 'response', None), 'status_code', None)
+        if status == 401:
+            raise PublishError(f'The Hub at {endpoint} rejected the token (401). Log in again with '
+                               f'`hf auth login` or fix HF_TOKEN. Nothing was uploaded.') from None
+        raise PublishError(f'Cannot reach the Hub at {endpoint} ({_describe(e, token)}). Check the network and '
+                           f'HF_ENDPOINT. Nothing was uploaded.') from None
+
+
 def publish(
         folder: Union[str, Path],
         repo_id: str,
@@ -135,17 +164,7 @@ def publish(
         echo: Callable[[str], None] = print,
 ) -> Optional[str]:
     """Upload ``folder`` to the model repo ``repo_id``. Returns the commit URL (None for a dry run)."""
-    if not repo_id or repo_id.count('/') != 1 or not all(repo_id.split('/')):
-        raise PublishError(f'--repo-id must be "owner/name", got {repo_id!r}.')
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as e:
-        raise PublishError(f'--repo-id {repo_id!r} is not a valid Hub repo id ({str(e).splitlines()[0]}).') from None
-    if revision is not None and (not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9._/-]*', revision)
-                                 or '..' in revision.split('/') or revision.endswith(('/', '.lock'))):
-        raise PublishError(f'--revision {revision!r} is not a valid branch name (letters, digits, . _ - /; no '
-                           f'".." parts).')
+    _check_repo_id_and_revision(repo_id, revision)
     files = collect_upload(folder)
     check_repo_names(folder, repo_id)
     endpoint = (endpoint or constants.ENDPOINT).rstrip('/')
@@ -173,17 +192,7 @@ def publish(
     if not token:
         raise PublishError('No Hugging Face token: log in with `hf auth login` or set the HF_TOKEN environment '
                            'variable (a token with write access). Nothing was uploaded.')
-    from timm_identity import __version__
-    api = HfApi(endpoint=endpoint, token=token, library_name='timm-identity', library_version=__version__)
-    try:
-        user = api.whoami()
-    except Exception as e:
-        status = getattr(getattr(e, 'response', None), 'status_code', None)
-        if status == 401:
-            raise PublishError(f'The Hub at {endpoint} rejected the token (401). Log in again with '
-                               f'`hf auth login` or fix HF_TOKEN. Nothing was uploaded.') from None
-        raise PublishError(f'Cannot reach the Hub at {endpoint} ({_describe(e, token)}). Check the network and '
-                           f'HF_ENDPOINT. Nothing was uploaded.') from None
+    api, user = _logged_in_api(endpoint, token)
     echo(f'Logged in as {user.get("name", "?")}.')
     listing('Uploading to')
     try:

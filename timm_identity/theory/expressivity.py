@@ -292,6 +292,42 @@ def default_width(n: int) -> int:
     return max(8, math.ceil(8 * math.log(max(n, 2))))
 
 
+def _checked_labels_and_copies(x: Tensor, labels, num_classes: int | None) -> tuple[Tensor, int, Tensor]:
+    """(labels as a long tensor, number of classes r, indices of the distinct inputs), after checking the labels'
+    shape and range and that identical inputs share their label."""
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    n = x.shape[0]
+    if labels.shape != (n,):
+        raise ValueError(f'labels must have shape ({n},); got {tuple(labels.shape)}')
+    r = int(num_classes if num_classes is not None else int(labels.max()) + 1)
+    if int(labels.min()) < 0 or int(labels.max()) >= r:
+        raise ValueError(f'labels must lie in [0, {r})')
+    keep, copy_of = _distinct_inputs(x)
+    clash = torch.nonzero(labels != labels[keep[copy_of]]).flatten()
+    if len(clash):
+        i = int(clash[0])
+        j = int(keep[copy_of[i]])
+        raise ConstructionError(f'inputs {j} and {i} are identical but have labels {int(labels[j])} and '
+                                f'{int(labels[i])}: no network can give them different outputs')
+    return labels, r, keep
+
+
+def _checked_separation(X: Tensor, keep: Tensor, labels: Tensor, progress: bool) -> tuple[float, tuple[int, int]]:
+    """rho of the normalised distinct inputs and its pair (indices into the original inputs); inputs that
+    coincide after normalisation are a :class:`ConstructionError` (Lemma B.1 needs distinct points)."""
+    rho, pair = separation(X, progress=progress)
+    pair = (int(keep[pair[0]]), int(keep[pair[1]]))
+    if rho <= 1e-12:   # round-off in 2 - 2 <x_i, x_j>
+        i, j = pair
+        why = (f'but have labels {int(labels[i])} and {int(labels[j])}: no network can give them different '
+               f'outputs' if labels[i] != labels[j] else
+               f'without being equal (e.g. one a positive multiple of the other), with the same label '
+               f'{int(labels[i])}: Lemma B.1 needs distinct points; drop one of them (exact duplicates are '
+               f'merged)')
+        raise ConstructionError(f'inputs {pair} coincide after normalisation (rho = {rho:.3g}) {why}')
+    return rho, pair
+
+
 def build_interpolating_resnet(x: Tensor, labels: Tensor, num_classes: int | None = None, *,
                                k: int | None = None, max_k: int | None = None, seed: int = 0,
                                order: BatchOrder = 'norm', center: bool = True, measure_rho: bool = True,
@@ -310,20 +346,8 @@ def build_interpolating_resnet(x: Tensor, labels: Tensor, num_classes: int | Non
     """
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    labels = torch.as_tensor(labels, dtype=torch.long)
+    labels, r, keep = _checked_labels_and_copies(x, labels, num_classes)
     n = x.shape[0]
-    if labels.shape != (n,):
-        raise ValueError(f'labels must have shape ({n},); got {tuple(labels.shape)}')
-    r = int(num_classes if num_classes is not None else int(labels.max()) + 1)
-    if int(labels.min()) < 0 or int(labels.max()) >= r:
-        raise ValueError(f'labels must lie in [0, {r})')
-    keep, copy_of = _distinct_inputs(x)
-    clash = torch.nonzero(labels != labels[keep[copy_of]]).flatten()
-    if len(clash):
-        i = int(clash[0])
-        j = int(keep[copy_of[i]])
-        raise ConstructionError(f'inputs {j} and {i} are identical but have labels {int(labels[j])} and '
-                                f'{int(labels[i])}: no network can give them different outputs')
     X, mean = unit_normalise(x, center)
     X, distinct_labels = X[keep], labels[keep]   # the construction fits one copy of each duplicate
     d = X.shape[1]
@@ -331,17 +355,8 @@ def build_interpolating_resnet(x: Tensor, labels: Tensor, num_classes: int | Non
     rho = pair = None
     if measure_rho:
         t = time.perf_counter()
-        rho, pair = separation(X, progress=progress)
-        pair = (int(keep[pair[0]]), int(keep[pair[1]]))
+        rho, pair = _checked_separation(X, keep, labels, progress)
         times['separation'] = time.perf_counter() - t
-        if rho <= 1e-12:   # round-off in 2 - 2 <x_i, x_j>
-            i, j = pair
-            why = (f'but have labels {int(labels[i])} and {int(labels[j])}: no network can give them different '
-                   f'outputs' if labels[i] != labels[j] else
-                   f'without being equal (e.g. one a positive multiple of the other), with the same label '
-                   f'{int(labels[i])}: Lemma B.1 needs distinct points; drop one of them (exact duplicates are '
-                   f'merged)')
-            raise ConstructionError(f'inputs {pair} coincide after normalisation (rho = {rho:.3g}) {why}')
     k = k or default_width(len(keep))
     max_k = max_k or 8 * k
     widths, failures = [], []
