@@ -164,7 +164,8 @@ def test_card_usage_names_the_package_and_only_what_it_installs():
     assert 'must be imported before `timm.create_model` is given one of its names, `hf-hub:` names included' in text
     blocks = '\n'.join(re.findall(r'```.*?```', text, flags=re.S))
     assert 'import timm_identity' in blocks and 'tools/' not in text
+    assert 'timm-identity train-cifar --init-from NAME' in text and 'timm-identity run-script TIMM_SRC/train.py' in text
     modules = set(re.findall(r'(?:python -m |import )(timm_identity[\w.]*)', text))
-    assert modules == {'timm_identity', 'timm_identity.hub.finetune'}
+    assert modules == {'timm_identity'}
     for module in modules:  # each is part of the installed package
         importlib.import_module(module)

@@ -9,8 +9,10 @@ fetch them). tests/test_run_script.py checks the launcher itself with a stand-in
 What must hold: plain ``python validate.py`` does not know our models (why the launcher exists); through the
 launcher, validate.py on our CIFAR shards gives the same top-1 / top-5 / loss as ``timm-identity evaluate``
 on the official archive, for a train-cifar checkpoint (``local-dir:``) and for a checkpoint that timm's
-train.py wrote; benchmark.py reports our model's parameter count; inference.py predicts what the checkpoint's
-model predicts in-process (inference.py needs pandas, which is not a dependency of ours: skipped without it).
+train.py wrote, and for a fine-tune to CIFAR-100's superclasses (which also reloads offline through ``hf-hub:``);
+train.py --pretrained fine-tunes from a Hub-form folder with a new head; benchmark.py reports
+our model's parameter count; inference.py predicts what the checkpoint's model predicts in-process (inference.py
+needs pandas, which is not a dependency of ours: skipped without it).
 """
 import csv
 import json
@@ -122,6 +124,69 @@ def test_train_py_through_the_launcher_then_validate_py(data, tmp_path):
                     '--mean', '0.4914', '0.4822', '0.4465', '--std', '0.2470', '0.2435', '0.2616')
     assert (got['top1'], got['top5']) == (ref['top1'], ref['top5'])
     assert abs(loss - ref['loss']) < 1e-3
+
+
+def test_train_py_fine_tunes_from_pretrained_weights(data, tmp_path):
+    """The documented fine-tuning path on data of any kind: train.py --pretrained from a Hub-form folder, a new
+    trainable head for other classes (--num-classes, head=linear). With a vanishing lr (train.py reads lr 0 as "not
+    given") the saved backbone must be the source's, which shows that train.py started from those weights and not
+    from a fresh init."""
+    from safetensors.torch import load_file
+    _run([*LAUNCHER, str(TIMM_SRC / 'train.py'), '-c', str(REPO / 'configs' / 'cifar10_timm_train.yaml'),
+          '--data-dir', str(data['shards']), '--device', 'cpu', '--model', f"local-dir:{data['ckpt']}",
+          '--pretrained', '--num-classes', '20', '--model-kwargs', 'head=linear', '--lr', '1e-12', '--weight-decay', '0',
+          '--epochs', '1', '-b', '16', '-j', '1', '--no-prefetcher', '--output', str(tmp_path / 'out'),
+          '--experiment', 'ft'], cwd=tmp_path)
+    state = torch.load(tmp_path / 'out' / 'ft' / 'last.pth.tar', map_location='cpu', weights_only=False)['state_dict']
+    source = load_file(str(data['ckpt'] / 'model.safetensors'))
+    backbone = [k for k in source if not k.startswith('fc.')]
+    assert backbone and all(torch.allclose(state[k], source[k], rtol=0, atol=1e-7) for k in backbone)
+    assert state['fc.weight'].shape[0] == 20 and state['fc.bias'].shape == (20,)
+
+
+def test_fine_tuned_export_end_to_end(data, tmp_path):
+    """A fine-tune to CIFAR-100's 20 superclasses (train-cifar --init-from a CIFAR-10 checkpoint) exported with its
+    base model in the card, into a temporary HF cache: it reloads offline through hf-hub: as through local-dir:, and
+    validate.py on coarse-label shards gives what `timm-identity evaluate --label-type coarse` gives."""
+    from huggingface_hub import ModelCard
+    tiny = make_tiny_cifar(tmp_path / 'c100', dataset='cifar100', num_train=64, num_test=40)
+    shards = tmp_path / 'c100_shards'
+    assert cli_main(['shards', 'cifar', tiny.folder, '--dataset', 'cifar100', '--label-type', 'coarse', '--out',
+                     str(shards), '--shard-samples', '20', '--no-progress', '--workers', '1']) == 0
+    base = tmp_path / 'base'  # the CIFAR-10 weights as exported for their Hub repo
+    assert cli_main(['export', str(data['ckpt']), '--arch', 'allconv_resnet_cifar.cifar10', '--output', str(base)]) == 0
+    run = tmp_path / 'ft'
+    assert cli_main(['train-cifar', '--data-dir', tiny.folder, '--dataset', 'cifar100', '--label-type', 'coarse',
+                     '--no-verify-md5', '--init-from', f'local-dir:{base}', '--model-kwargs', 'head=linear',
+                     '--out-dir', str(run), '--steps', '4', '--batch-size', '16', '--device', 'cpu',
+                     '--no-progress']) == 0
+    cache, repo = tmp_path / 'hf_cache', 'someone/allconv_resnet_cifar.c100_coarse_ft'
+    env = {**os.environ, 'HF_HUB_CACHE': str(cache), 'HF_HUB_OFFLINE': '1'}
+    export = tmp_path / 'export'
+    proc = subprocess.run([sys.executable, '-m', 'timm_identity', 'export', str(run), '--arch',
+                           'allconv_resnet_cifar.c100_coarse_ft', '--repo-id', repo, '--output', str(export),
+                           '--to-hf-cache'], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    card = ModelCard((export / 'README.md').read_text())
+    assert card.data.base_model == 'timm-identity/allconv_resnet_cifar.cifar10'
+    assert "- **Evaluated on:** CIFAR-100 (its 20 superclasses, the coarse labels) `test` split, 40 images" in card.text
+    child = ('import sys, torch, timm, timm_identity\n'
+             "x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))\n"
+             "a = timm.create_model('hf-hub:' + sys.argv[1], pretrained=True).eval()\n"
+             "b = timm.create_model('local-dir:' + sys.argv[2], pretrained=True).eval()\n"
+             "assert a.num_classes == 20 and torch.equal(a(x), b(x)), 'hf-hub: and local-dir: differ'\n")
+    proc = subprocess.run([sys.executable, '-c', child, repo, str(export)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = tmp_path / 'validate.csv'
+    _, out = _run([*LAUNCHER, str(TIMM_SRC / 'validate.py'), '--data-dir', str(shards),
+                   '--dataset', 'wds/cifar100_coarse', '--split', 'test', '--device', 'cpu', '-b', '64', '-j', '1',
+                   '--results-file', str(results), '--model', f'local-dir:{export}', '--pretrained'], cwd=tmp_path)
+    got = _results_row(results)
+    ref = _evaluate(export, tiny.folder, tmp_path / 'evaluate.json', '--label-type', 'coarse')
+    assert ref['num_images'] == 40 and ref['label_type'] == 'coarse'
+    assert (got['top1'], got['top5']) == (ref['top1'], ref['top5'])
+    assert abs(float(re.search(r'Loss:\s+([\d.]+)', out).group(1)) - ref['loss']) < 1e-3
 
 
 def test_benchmark_py(tmp_path):

@@ -35,12 +35,14 @@ __all__ = ['DATASETS', 'PLACEHOLDERS', 'ModelInfo', 'render_model_card', 'split_
 DATASETS: Dict[str, Dict[str, str]] = {
     'cifar10': dict(hub_id='uoft-cs/cifar10', name='CIFAR-10'),
     'cifar100': dict(hub_id='uoft-cs/cifar100', name='CIFAR-100'),
+    'cifar100_coarse': dict(hub_id='uoft-cs/cifar100', name='CIFAR-100 (its 20 superclasses, the coarse labels)'),
     'in1k': dict(hub_id='ILSVRC/imagenet-1k', name='ImageNet-1k'),
 }
 DATASET_ALIASES = {'cifar-10': 'cifar10', 'cifar-100': 'cifar100', 'imagenet': 'in1k', 'imagenet-1k': 'in1k',
                    'imagenet1k': 'in1k', 'uoft-cs/cifar10': 'cifar10', 'uoft-cs/cifar100': 'cifar100',
                    'ilsvrc/imagenet-1k': 'in1k', 'torch/cifar10': 'cifar10', 'torch/cifar100': 'cifar100',
-                   'wds/cifar10': 'cifar10', 'wds/cifar100': 'cifar100', 'wds/imagenet': 'in1k'}
+                   'wds/cifar10': 'cifar10', 'wds/cifar100': 'cifar100', 'wds/cifar100_coarse': 'cifar100_coarse',
+                   'wds/imagenet': 'in1k'}
 
 PLACEHOLDERS = ('model_name', 'architecture', 'tag', 'repo_id', 'dataset', 'dataset_id', 'num_classes',
                 'num_params', 'weights_dtype', 'metrics_table', 'usage', 'model_details')
@@ -163,8 +165,11 @@ def usage_snippet(info: ModelInfo) -> str:
         f'of its source). It must be imported before `timm.create_model` is given one of its names, '
         f'`hf-hub:` names included: timm knows the architecture only once the package has registered it.\n\n'
         'Fine-tuning on another label set: `timm.create_model(..., pretrained=True, num_classes=N)` keeps the '
-        'backbone and builds a new head (add `head=\'linear\'` for a trainable one); '
-        '`python -m timm_identity.hub.finetune --help` does it end to end.'
+        'backbone and builds a new head (add `head=\'linear\'` for a trainable one). On CIFAR, '
+        '`timm-identity train-cifar --init-from NAME --model-kwargs head=linear` fine-tunes (`--freeze-backbone`: '
+        'a linear probe); on any other data, timm\'s own `train.py` does, run through '
+        '`timm-identity run-script TIMM_SRC/train.py --model NAME --pretrained --num-classes N --model-kwargs '
+        'head=linear ...` (`TIMM_SRC`: a checkout of timm, whose scripts are not in its pip package).'
     )
 
 

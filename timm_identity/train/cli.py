@@ -127,6 +127,9 @@ def _add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument('source', metavar='SOURCE')
     p.add_argument('--data-dir', required=True, help='official CIFAR python release (archive or folder)')
     p.add_argument('--dataset', choices=('cifar10', 'cifar100'), help='default: from the number of classes')
+    p.add_argument('--label-type', choices=('fine', 'coarse'),
+                   help="CIFAR-100's 100 classes ('fine') or 20 superclasses ('coarse'); default: from the model's "
+                        "number of classes (for a bare .safetensors file with --dataset cifar100: fine)")
     p.add_argument('--no-verify-md5', dest='verify_md5', action='store_false')
     p.add_argument('--model', help='architecture of a bare .safetensors file')
     p.add_argument('--model-kwargs', nargs='*', metavar='KEY=VALUE', default=None)
@@ -148,7 +151,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         result = evaluate_checkpoint(
             args.source, args.data_dir, args.dataset, args.verify_md5, args.model,
             parse_model_kwargs(args.model_kwargs), args.mean, args.std, args.batch_size, args.device, args.amp,
-            args.channels_last, args.flip)
+            args.channels_last, args.flip, args.label_type)
     except (ValueError, FileNotFoundError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

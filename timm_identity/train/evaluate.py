@@ -33,6 +33,9 @@ from .device_data import iterate_eval_batches
 # what makes a SOURCE that does not exist a path (a missing file) rather than a timm name
 _FILE_SUFFIXES = ('.safetensors', '.pth', '.pt', '.bin', '.tar', '.json')
 
+# (dataset, label type) -> number of classes
+_CLASSES = {('cifar10', 'fine'): 10, ('cifar100', 'fine'): 100, ('cifar100', 'coarse'): 20}
+
 __all__ = ['evaluate_model', 'load_for_eval', 'evaluate_checkpoint']
 
 
@@ -131,7 +134,7 @@ def _check_hf_cache(name: str) -> None:
     """The weights of a ``hf-hub:`` / ``<model>.<tag>`` name that are already in the local HF cache (put there
     by ``export --to-hf-cache`` or a download), checked like a folder's before timm loads them."""
     import timm
-    from huggingface_hub import try_to_load_from_cache
+    from timm_identity.pretrained.weights_record import cached_weights
     if name.startswith('hf-hub:'):
         repo_id = name[len('hf-hub:'):]
     else:
@@ -142,8 +145,8 @@ def _check_hf_cache(name: str) -> None:
         repo_id = getattr(cfg, 'hf_hub_id', None)
     if repo_id:
         repo_id, _, revision = repo_id.partition('@')
-        cached = try_to_load_from_cache(repo_id, MODEL_FILE, revision=revision or None)
-        if isinstance(cached, str):
+        cached = cached_weights(repo_id, MODEL_FILE, revision=revision or None)
+        if cached is not None:
             check_weights_file(cached)
 
 
@@ -161,21 +164,27 @@ def evaluate_checkpoint(
         amp: str = 'none',
         channels_last: bool = False,
         flip: bool = False,
+        label_type: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Evaluate ``source`` on the CIFAR test set in ``data_dir``; returns loss, top-1/top-5, error (single
     view), and with ``flip`` also ``flip_*``: the same with the logits averaged over each image and its
-    horizontal mirror (test-time flip)."""
+    horizontal mirror (test-time flip). ``dataset`` / ``label_type`` default to what the model's number of
+    classes says (10: CIFAR-10, 100: CIFAR-100, 20: CIFAR-100's coarse superclasses)."""
     from timm_identity.data.cifar import load_cifar
     t0 = time.perf_counter()
-    num_classes = {'cifar10': 10, 'cifar100': 100}.get(dataset) if dataset else None
+    num_classes = _CLASSES.get((dataset, label_type or 'fine')) if dataset else None
     model = load_for_eval(source, model_name, model_kwargs, num_classes)
-    if dataset is None:
-        dataset = {10: 'cifar10', 100: 'cifar100'}.get(model.num_classes)
-        if dataset is None:
-            raise ValueError(f'the model has {model.num_classes} classes; say which CIFAR with --dataset')
-    test = load_cifar(data_dir, dataset, 'test', verify_md5=verify_md5)
+    if dataset is None or label_type is None:
+        by_classes = {n: key for key, n in _CLASSES.items()
+                      if dataset in (None, key[0]) and label_type in (None, key[1])}
+        if model.num_classes not in by_classes:
+            raise ValueError(f'the model has {model.num_classes} classes; say which test set with --dataset and '
+                             f'--label-type')
+        dataset, label_type = by_classes[model.num_classes]
+    test = load_cifar(data_dir, dataset, 'test', verify_md5=verify_md5, label_type=label_type)
     if model.num_classes != len(test.classes):
-        raise ValueError(f'the model has {model.num_classes} outputs but {dataset} has {len(test.classes)} classes')
+        raise ValueError(f'the model has {model.num_classes} outputs but {dataset} ({label_type} labels) has '
+                         f'{len(test.classes)} classes')
     cfg = getattr(model, 'pretrained_cfg', {}) or {}
     mean = tuple(mean) if mean else tuple(cfg.get('mean', ()))
     std = tuple(std) if std else tuple(cfg.get('std', ()))
@@ -196,7 +205,7 @@ def evaluate_checkpoint(
         flipped = evaluate_model(model, images, labels, mean_t, std_t, batch_size, amp, channels_last, flip=True)
         result.update({f'flip_{k}': v for k, v in flipped.items() if k != 'num_images'})
     return {
-        'source': source, 'dataset': dataset, 'split': 'test', **result,
+        'source': source, 'dataset': dataset, 'label_type': label_type, 'split': 'test', **result,
         'mean': mean, 'std': std, 'device': device_name(dev), 'amp': amp,
         'seconds': time.perf_counter() - t0, 'versions': software_versions(),
     }
