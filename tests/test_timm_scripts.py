@@ -134,7 +134,8 @@ def test_train_py_fine_tunes_from_pretrained_weights(data, tmp_path):
     from safetensors.torch import load_file
     _run([*LAUNCHER, str(TIMM_SRC / 'train.py'), '-c', str(REPO / 'configs' / 'cifar10_timm_train.yaml'),
           '--data-dir', str(data['shards']), '--device', 'cpu', '--model', f"local-dir:{data['ckpt']}",
-          '--pretrained', '--num-classes', '20', '--model-kwargs', 'head=linear', '--lr', '1e-12', '--weight-decay', '0',
+          '--pretrained', '--num-classes', '20', '--model-kwargs', 'head=linear', '--lr', '1e-12',
+          '--weight-decay', '0',
           '--epochs', '1', '-b', '16', '-j', '1', '--no-prefetcher', '--output', str(tmp_path / 'out'),
           '--experiment', 'ft'], cwd=tmp_path)
     state = torch.load(tmp_path / 'out' / 'ft' / 'last.pth.tar', map_location='cpu', weights_only=False)['state_dict']
