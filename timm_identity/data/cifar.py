@@ -34,9 +34,12 @@ from .errors import ChecksumError, DatasetFormatError
 _logger = logging.getLogger(__name__)
 _MD5_OFF_LOGGED: set[str] = set()
 
-__all__ = ['CifarSplit', 'CIFAR_LAYOUTS', 'load_cifar', 'file_md5']
+__all__ = ['CifarSplit', 'CIFAR_LAYOUTS', 'NUM_CLASSES', 'load_cifar', 'file_md5']
 
 CifarName = Literal['cifar10', 'cifar100']
+
+# (dataset, label type) -> number of classes
+NUM_CLASSES = {('cifar10', 'fine'): 10, ('cifar100', 'fine'): 100, ('cifar100', 'coarse'): 20}
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 from timm.models import load_state_dict
 
+from ..data.cifar import NUM_CLASSES
 from ..integrity import DamagedFileError, check_weights_file, first_line, torch_load_checked
 from ..train.checkpoint import MODEL_FILE, RUN_FILE, resolve_checkpoint
 from .training_sources import Metric, TrainingRecord, TrainingSummary, read_summary
@@ -210,7 +211,7 @@ def _check_summary_fits(path: Path, raw: Dict[str, Any], own: Dict[str, Any], me
     own_dataset = own.get('dataset') or (own.get('config') or {}).get('dataset')
     if dataset and own_dataset and dataset != own_dataset:
         problems.append(f'it is of a {dataset} run, the checkpoint of a {own_dataset} run')
-    classes = {'cifar10': 10, 'cifar100': 20 if config.get('label_type') == 'coarse' else 100}.get(dataset)
+    classes = NUM_CLASSES.get((dataset, config.get('label_type') or 'fine'))
     if classes and 'fc.weight' in state_dict and int(state_dict['fc.weight'].shape[0]) != classes:
         problems.append(f'its dataset {dataset} has {classes} classes, the checkpoint '
                         f'{int(state_dict["fc.weight"].shape[0])}')

@@ -360,9 +360,9 @@ def _save(run: Run, done: int, pbar, status: str) -> None:
 
 def _finish(run: Run, status: str, message: str = '') -> Dict[str, Any]:
     """Write ``summary.json`` (and ``curves.png``) from the log and the run's state; return the summary."""
-    summary = _run_record(run, status, message, run.last_ckpt, run.last_ckpt_step)
-    atomic_write_text(run.run_dir / 'summary.json', json.dumps(summary, indent=2) + '\n')
     records = _read_log(run.log_path)
+    summary = _run_record(run, status, message, run.last_ckpt, run.last_ckpt_step, records)
+    atomic_write_text(run.run_dir / 'summary.json', json.dumps(summary, indent=2) + '\n')
     if run.cfg['plot'] and records:
         plot_curves(records, run.run_dir / 'curves.png',
                     title=f"{run.cfg['model']} on {run.cfg['dataset']} ({run.cfg['recipe']} recipe)")
@@ -370,12 +370,13 @@ def _finish(run: Run, status: str, message: str = '') -> Dict[str, Any]:
 
 
 def _run_record(run: Run, status: str, message: str = '', checkpoint: Optional[Path] = None,
-                checkpoint_step: Optional[int] = None) -> Dict[str, Any]:
+                checkpoint_step: Optional[int] = None, records: Optional[List[Dict[str, Any]]] = None
+                ) -> Dict[str, Any]:
     """What the run is as of its last log record: settings, the latest and best test error (and their steps),
     length, speed, device, versions, command line and the checkpoint of these weights. ``summary.json`` at the
     end, and ``run.json`` in every checkpoint (what ``timm-identity export`` reads)."""
     cfg = run.cfg
-    records = _read_log(run.log_path)
+    records = _read_log(run.log_path) if records is None else records
     evals = [r for r in records if r.get('test_error') is not None]
     steps_done = records[-1]['step'] if records else run.start_step
     return {

@@ -33,9 +33,6 @@ from .device_data import iterate_eval_batches
 # what makes a SOURCE that does not exist a path (a missing file) rather than a timm name
 _FILE_SUFFIXES = ('.safetensors', '.pth', '.pt', '.bin', '.tar', '.json')
 
-# (dataset, label type) -> number of classes
-_CLASSES = {('cifar10', 'fine'): 10, ('cifar100', 'fine'): 100, ('cifar100', 'coarse'): 20}
-
 __all__ = ['evaluate_model', 'load_for_eval', 'evaluate_checkpoint']
 
 
@@ -170,12 +167,12 @@ def evaluate_checkpoint(
     view), and with ``flip`` also ``flip_*``: the same with the logits averaged over each image and its
     horizontal mirror (test-time flip). ``dataset`` / ``label_type`` default to what the model's number of
     classes says (10: CIFAR-10, 100: CIFAR-100, 20: CIFAR-100's coarse superclasses)."""
-    from timm_identity.data.cifar import load_cifar
+    from timm_identity.data.cifar import NUM_CLASSES, load_cifar
     t0 = time.perf_counter()
-    num_classes = _CLASSES.get((dataset, label_type or 'fine')) if dataset else None
+    num_classes = NUM_CLASSES.get((dataset, label_type or 'fine')) if dataset else None
     model = load_for_eval(source, model_name, model_kwargs, num_classes)
     if dataset is None or label_type is None:
-        by_classes = {n: key for key, n in _CLASSES.items()
+        by_classes = {n: key for key, n in NUM_CLASSES.items()
                       if dataset in (None, key[0]) and label_type in (None, key[1])}
         if model.num_classes not in by_classes:
             raise ValueError(f'the model has {model.num_classes} classes; say which test set with --dataset and '
