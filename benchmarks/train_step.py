@@ -14,8 +14,6 @@ Prints one JSON line per batch size (and appends them to ``--output`` if given).
 """
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 
@@ -25,18 +23,14 @@ import torch
 import timm
 import timm_identity  # noqa: F401
 from timm_identity.model_kwargs import ParseModelKwargs
-from timm_identity.train.device import resolve_device, software_versions
+from timm_identity.train.device import (configure_backend, device_name, resolve_device, software_versions,
+                                       synchronize)
 from timm_identity.train.step import build_optimizer, build_scheduler, train_step
 from timm_identity.train.device_data import DeviceCifarTrain
 from timm_identity.train.recipes import get_recipe
 
 # forward + backward FLOPs of one 32x32 training image of allconv_resnet_cifar (11.8 GFLOP)
 PAPER_MODEL_TRAIN_FLOPS = 11.8e9
-
-
-def sync(device):
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
 
 
 def bench(args, batch_size, device):
@@ -63,19 +57,18 @@ def bench(args, batch_size, device):
     t0 = time.perf_counter()
     for t in range(args.warmup):
         loss = step(t)
-    sync(device)
+    synchronize(device)
     warmup_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for t in range(args.warmup, args.warmup + args.iters):
         loss = step(t)
-    sync(device)
+    synchronize(device)
     elapsed = time.perf_counter() - t0
     assert torch.isfinite(loss).item()
     ips = batch_size * args.iters / elapsed
     result = {
         'model': args.model, 'model_kwargs': args.model_kwargs, 'batch_size': batch_size, 'device': str(device),
-        'device_name': torch.cuda.get_device_name(device) if device.type == 'cuda' else
-        f'{platform.processor() or platform.machine()}, {os.cpu_count()} logical cores',
+        'device_name': device_name(device),
         'torch_threads': torch.get_num_threads(), 'amp': args.amp, 'channels_last': args.channels_last,
         'compile': args.compile, 'compile_mode': args.compile_mode, 'recipe': args.recipe, 'warmup_steps': args.warmup,
         'timed_steps': args.iters, 'warmup_s': round(warmup_s, 3), 'timed_s': round(elapsed, 3),
@@ -110,9 +103,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    if device.type == 'cuda':
-        torch.backends.cudnn.benchmark = True
-        torch.set_float32_matmul_precision('high')
+    configure_backend(device)
     for bs in args.batch_size:
         result = bench(args, bs, device)
         result['argv'] = ['benchmarks/train_step.py', *(argv if argv is not None else sys.argv[1:])]

@@ -138,7 +138,7 @@ def block_residual_ratios(model: AllConvResNet, x: torch.Tensor) -> List[float]:
     ratios = []
     h = model.stem(x)
     for stage in model.stages:
-        for block in stage:
+        for block in stage.children():
             out = block(h)
             identity = block.shortcut(h)
             ratios.append(((out - identity).norm() / identity.norm()).item())

@@ -108,7 +108,7 @@ def recorded_test_results(name: str) -> Optional[Dict[str, Any]]:
         return None
     from huggingface_hub import ModelCard
     card = ModelCard(card_path.read_text(encoding='utf-8'))
-    top1 = [e for e in (card.data.eval_results or []) if e.metric_name.startswith('Top-1 accuracy')]
+    top1 = [e for e in (getattr(card.data, 'eval_results', None) or []) if e.metric_name.startswith('Top-1 accuracy')]
     if not top1:
         return None
     match = re.search(r'\*\*Evaluated on:\*\* .*?`(\w+)` split, ([\d,]+) images', card.text)

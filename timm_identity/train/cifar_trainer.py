@@ -39,7 +39,7 @@ from .checkpoint import (
     resolve_checkpoint, resume_hint, save_checkpoint,
 )
 from .config import resolve_config
-from .device import device_name, resolve_device, software_versions
+from .device import configure_backend, device_name, resolve_device, software_versions
 from .device_data import DeviceCifarTrain, channel_stats
 from .evaluate import evaluate_model
 from .plots import plot_curves
@@ -159,9 +159,7 @@ def _setup(overrides, state, resume_dir, train_split, test_split, process_start,
         cfg['out_dir'] = os.path.join('runs', f"train-cifar-{cfg['dataset']}-{cfg['recipe']}-{stamp}")
     run_dir = Path(cfg['out_dir'])
     _refuse_used_run_dir(run_dir, resume_dir)
-    if device.type == 'cuda':
-        torch.backends.cudnn.benchmark = True
-        torch.set_float32_matmul_precision('high')
+    configure_backend(device)
 
     if train_split is None or test_split is None:  # the official archives through our reader
         from timm_identity.data.cifar import load_cifar

@@ -1,4 +1,9 @@
-"""Where a run computes, and what it records about the machine and software."""
+"""Where a run computes, and what it records about the machine and software.
+
+Every line that differs between CPU and CUDA lives here, so that each one is a function a CPU test can run
+with ``torch.cuda`` stood in for (tests/test_device.py): naming the device, the backend switches a CUDA run
+sets, host synchronisation and the autocast context.
+"""
 from __future__ import annotations
 
 import os
@@ -9,7 +14,8 @@ from typing import Any, Dict
 import numpy as np
 import torch
 
-__all__ = ['resolve_device', 'autocast', 'device_name', 'software_versions']
+__all__ = ['resolve_device', 'autocast', 'device_name', 'software_versions', 'configure_backend', 'synchronize',
+           'cpu_model']
 
 
 def resolve_device(name: str) -> torch.device:
@@ -26,10 +32,24 @@ def resolve_device(name: str) -> torch.device:
 
 
 def autocast(device: torch.device, amp: str):
-    """bf16 autocast for ``amp='bf16'``, else nothing."""
+    """bf16 autocast on ``device``'s type for ``amp='bf16'``, else nothing."""
     if amp == 'bf16':
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
+
+
+def configure_backend(device: torch.device) -> None:
+    """The speed switches a CUDA run sets before building its model: cuDNN autotuning (fixed input shapes)
+    and TF32 matmuls for the float32 parts. Nothing on CPU."""
+    if device.type == 'cuda':
+        torch.backends.cudnn.benchmark = True
+        torch.set_float32_matmul_precision('high')
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously; CPU work is done when it returns)."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
 
 
 def software_versions() -> Dict[str, Any]:
@@ -47,7 +67,20 @@ def software_versions() -> Dict[str, Any]:
 
 
 def device_name(device: torch.device) -> str:
+    """What a run records as its device: the GPU's name, or the CPU's model, cores and torch threads."""
     if device.type == 'cuda':
-        return torch.cuda.getdevice_name(device)
-    return (f'{device.type} ({platform.machine()}, {os.cpu_count()} logical cores, '
+        return torch.cuda.get_device_name(device)
+    return (f'{device.type} ({cpu_model()}, {os.cpu_count()} logical cores, '
             f'{torch.get_num_threads()} torch threads)')
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``'s ``model name``), else the machine type."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -15,7 +15,7 @@ The padding is with zeros on the raw 0..255 pixels (black), before normalisation
 from __future__ import annotations
 
 import warnings
-from typing import Dict, Sequence, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -151,7 +151,7 @@ class DeviceCifarTrain:
             'device_type': self.device.type,
         }
 
-    def load_state_dict(self, state: Dict[str, object], seed_after_move: int = 0) -> None:
+    def load_state_dict(self, state: Dict[str, Any], seed_after_move: int = 0) -> None:
         if state['num_images'] != self.num_images:
             raise ValueError(f"checkpoint was taken on a training set of {state['num_images']} images, "
                              f"this one has {self.num_images}")
