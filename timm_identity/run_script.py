@@ -16,6 +16,13 @@ sits in a timm source checkout whose own ``timm/`` folder would otherwise shadow
 version differs from the installed one, a note says so on stderr (a script may pass arguments that another
 timm version does not know).
 
+Under torchrun (several processes), the launcher also makes timm's ``train.py`` run where it otherwise would
+not or would count wrongly (:mod:`timm_identity.distributed` says exactly what and why): DDP on CPU (train.py
+passes ``device_ids=[cpu]``, which torch refuses; the launcher passes ``None`` for CPU modules and changes nothing
+for GPU ones), and, before train.py starts, a check of ``--dataset wds/...`` shards against the run's processes x
+loader workers: a layout where distributed validation would not count every image exactly once, or a training
+worker would get no shard, is refused with one line naming the fix (exit 2). ``--check`` runs only that check.
+
 Why a launcher and not an automatic import hook (a ``.pth`` file that imports ``timm_identity`` whenever
 ``timm`` is imported): the launcher changes nothing for any other process, needs no install step, and is
 visible in the command line that ran; a hook would run in every Python process of the environment and
@@ -26,9 +33,12 @@ import re
 import runpy
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, NoReturn, Optional, Sequence
 
-__all__ = ['run_script', 'main']
+from .cli_args import positive_int
+from .distributed import allow_cpu_ddp, wds_layout_problems, world_size_from_env
+
+__all__ = ['run_script', 'check_train_py', 'main']
 
 
 def _checkout_version(script: Path) -> Optional[str]:
@@ -40,22 +50,59 @@ def _checkout_version(script: Path) -> Optional[str]:
     return match.group(1) if match else None
 
 
-def run_script(script: str, args: Sequence[str]) -> None:
+def _error(message: str) -> NoReturn:
+    print(f'timm-identity run-script: error: {message}', file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _train_py_args(path: Path, args: Sequence[str]) -> Optional[argparse.Namespace]:
+    """``args`` as timm's train.py itself reads them (its ``_parse_args``: ``-c`` YAML, then the command line),
+    or None for a script without that function. Runs the script's top level (imports and parsers) only."""
+    namespace = runpy.run_path(str(path), run_name='__timm_identity_check__')
+    parse = namespace.get('_parse_args')
+    if parse is None or namespace.get('parser') is None:
+        return None
+    saved = sys.argv
+    sys.argv = [str(path), *args]
+    try:
+        return parse()[0]
+    finally:
+        sys.argv = saved
+
+
+def check_train_py(path: Path, args: Sequence[str], world_size: int) -> List[str]:
+    """Problems of a train.py run over webdataset shards with ``world_size`` processes
+    (:func:`timm_identity.distributed.wds_layout_problems`); empty for other scripts and datasets."""
+    if path.name != 'train.py':
+        return []
+    parsed = _train_py_args(path, args)
+    if parsed is None or not str(getattr(parsed, 'dataset', '')).startswith('wds/') or not parsed.data_dir:
+        return []
+    return wds_layout_problems(parsed.data_dir, parsed.train_split, parsed.val_split, world_size, parsed.workers)
+
+
+def run_script(script: str, args: Sequence[str], check_only: bool = False, world_size: Optional[int] = None) -> None:
     """Import ``timm_identity`` (registers the models), then run ``script`` as ``__main__`` with ``args``.
-    A ``SystemExit`` of the script (its exit code) propagates."""
+    A ``SystemExit`` of the script (its exit code) propagates. ``check_only``: run the checks for
+    ``world_size`` processes (default: this process's launch) and stop."""
     path = Path(script)
     if not path.is_file():
-        print(f'timm-identity run-script: error: {script}: no such file (the path of a timm script, '
-              f'e.g. timm-src/validate.py from a clone of huggingface/pytorch-image-models)', file=sys.stderr)
-        raise SystemExit(2)
+        _error(f'{script}: no such file (the path of a timm script, e.g. timm-src/validate.py from a clone of '
+               f'huggingface/pytorch-image-models)')
     import timm
     import timm_identity  # noqa: F401  (registers the models with the installed timm)
     checkout = _checkout_version(path)
     if checkout is not None and checkout != timm.__version__:
         print(f'timm-identity run-script: note: {path.name} comes from a timm {checkout} checkout; it runs with '
               f'the installed timm {timm.__version__} ({Path(timm.__file__).parent})', file=sys.stderr)
-    sys.argv = [str(path), *args]
     sys.path.insert(0, str(path.resolve().parent))
+    problems = check_train_py(path, args, world_size or world_size_from_env())
+    if problems:
+        _error('; '.join(problems))
+    if check_only:
+        return
+    allow_cpu_ddp()
+    sys.argv = [str(path), *args]
     runpy.run_path(str(path), run_name='__main__')
 
 
@@ -66,18 +113,33 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=__doc__.split('\n\n')[0] + ' The script runs as `python SCRIPT ARGS` would, with the '
                     'installed timm; its arguments pass unchanged. Under torchrun use '
                     '`torchrun ... -m timm_identity.run_script SCRIPT ARGS`.')
+    p.add_argument('--check', action='store_true',
+                   help="only check train.py's webdataset shards against --world-size processes, then stop")
+    p.add_argument('--world-size', type=positive_int, default=None, metavar='N',
+                   help='processes of the run to check for (default: this launch\'s, 1 outside torchrun)')
     p.add_argument('script', help='path of the timm script')
     p.add_argument('args', nargs=argparse.REMAINDER, help='its arguments, unchanged')
-    p.set_defaults(func=lambda a: run_script(a.script, a.args))
+    p.set_defaults(func=lambda a: run_script(a.script, a.args, a.check, a.world_size))
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ('-h', '--help'):
-        print('usage: python -m timm_identity.run_script SCRIPT [ARGS ...]\n\n' + __doc__)
+        print('usage: python -m timm_identity.run_script [--check] [--world-size N] SCRIPT [ARGS ...]\n\n'
+              + __doc__)
         raise SystemExit(0 if argv else 2)
-    run_script(argv[0], argv[1:])
+    check_only, world_size = False, None
+    while argv and argv[0] in ('--check', '--world-size'):
+        if argv.pop(0) == '--check':
+            check_only = True
+        elif not argv or not argv[0].isdigit() or int(argv[0]) < 1:
+            _error('--world-size needs a positive integer')
+        else:
+            world_size = int(argv.pop(0))
+    if not argv:
+        _error('no script given')
+    run_script(argv[0], argv[1:], check_only, world_size)
 
 
 if __name__ == '__main__':

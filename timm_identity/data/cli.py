@@ -57,6 +57,10 @@ def _add_writer_options(parser: argparse.ArgumentParser) -> None:
     size.add_argument('--shard-bytes', type=positive_size, default=None, metavar='SIZE',
                       help='target bytes per shard, e.g. 256MB or 1GiB (planned from file sizes; for CIFAR '
                            'from the raw pixel size, so PNG shards come out smaller)')
+    size.add_argument('--eval-shards', type=positive_int, default=None, metavar='N',
+                      help='write every split but train as exactly N shards of equal length (its size must be a '
+                           'multiple of N); timm\'s distributed validation counts each image exactly once when N '
+                           'is a multiple of processes x min(2, -j) loader workers, e.g. 16 for up to 8 GPUs')
     parser.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1), metavar='N',
                         help='processes writing shards in parallel (default: min(8, CPUs) = %(default)s)')
     order = parser.add_mutually_exclusive_group()
@@ -71,6 +75,7 @@ def _writer_kwargs(args: argparse.Namespace) -> dict:
     if shard_samples is None and args.shard_bytes is None:
         shard_samples = 1000
     return dict(shard_samples=shard_samples, shard_bytes=args.shard_bytes, workers=args.workers,
+                eval_shards=args.eval_shards,
                 seed=None if args.no_shuffle else args.seed, progress=not args.no_progress)
 
 
@@ -84,6 +89,9 @@ def _clear_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[argpars
         except (DatasetFormatError, FileNotFoundError) as e:
             print(f'timm-identity shards {args.shards_command}: error: {e}', file=sys.stderr)
             return 1
+        except ValueError as e:  # bad option values found once the data are known (--eval-shards)
+            print(f'timm-identity shards {args.shards_command}: error: {e}', file=sys.stderr)
+            return 2
     return wrapped
 
 

@@ -374,6 +374,7 @@ def write_split(
         workers: int = 1,
         seed: int | None = 0,
         progress: bool = True,
+        num_shards: int | None = None,
 ) -> SplitInfo:
     """Write one split's shards (skipping those a previous run finished) and return its info.
 
@@ -387,10 +388,16 @@ def write_split(
         seed: shuffle the samples with ``numpy.random.default_rng(seed)`` before sharding
             (same seed, same shards); None keeps the source order.
         progress: show a tqdm bar.
+        num_shards: exactly this many shards of equal length instead (``len(samples)`` must be a multiple of
+            it): the layout timm's distributed validation reads exactly once when ``num_shards`` is a multiple
+            of the run's processes x loader workers (:mod:`timm_identity.distributed`).
 
     ``_info.json`` is not touched except to drop ``split`` from it; see :func:`write_info`.
     """
     out_dir = os.fspath(out_dir)
+    if num_shards is not None:
+        _check_equal_shards(len(samples), num_shards, split)
+        shard_samples, shard_bytes = len(samples) // num_shards, None
     labels = _checked_labels(samples, name, split, num_classes)
     order = np.arange(len(samples)) if seed is None else np.random.default_rng(seed).permutation(len(samples))
     shards = plan_shards([samples[i] for i in order], shard_samples, shard_bytes)
@@ -430,6 +437,13 @@ def write_split(
     )
 
 
+def _check_equal_shards(num_samples: int, num_shards: int, split: str) -> None:
+    if num_shards < 1 or num_samples % num_shards:
+        divisors = [n for n in range(2, min(num_samples, 64) + 1) if num_samples % n == 0]
+        raise ValueError(f"--eval-shards {num_shards}: split '{split}' has {num_samples} samples, which do not "
+                         f"divide into {num_shards} equal shards (divisors up to 64: {divisors})")
+
+
 def write_info(out_dir: str | os.PathLike, name: str, classes: list[str], splits: Iterable[SplitInfo],
                extra: dict | None = None) -> dict:
     """Add ``splits`` to the folder's ``_info.json`` (atomically; other splits of the same dataset kept)."""
@@ -451,10 +465,16 @@ def write_dataset(
         name: str,
         classes: list[str],
         extra_info: dict | None = None,
+        eval_shards: int | None = None,
         **write_kwargs,
 ) -> dict:
-    """Write every split's shards, then ``_info.json`` (last). ``write_kwargs`` go to :func:`write_split`."""
-    infos = [write_split(samples, out_dir, name, split, len(classes), **write_kwargs)
+    """Write every split's shards, then ``_info.json`` (last). ``write_kwargs`` go to :func:`write_split`;
+    ``eval_shards``: every split but ``train`` as that many equal shards (checked before anything is written)."""
+    num_shards = {split: eval_shards if split != 'train' else None for split in splits}
+    for split, samples in splits.items():
+        if num_shards[split] is not None:
+            _check_equal_shards(len(samples), num_shards[split], split)
+    infos = [write_split(samples, out_dir, name, split, len(classes), num_shards=num_shards[split], **write_kwargs)
              for split, samples in splits.items()]
     return write_info(out_dir, name, classes, infos, extra_info)
 

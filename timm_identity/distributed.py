@@ -1,0 +1,143 @@
+"""What the launcher (:mod:`timm_identity.run_script`) adds to timm's scripts when they run as several processes.
+
+Two things, both for timm's unmodified ``train.py`` under ``torchrun``:
+
+1. **DDP on CPU** (:func:`allow_cpu_ddp`). ``train.py`` wraps the model as
+   ``DistributedDataParallel(model, device_ids=[device])`` whatever the device; for a CPU module torch refuses
+   that (``ValueError: DistributedDataParallel device_ids and output_device arguments only work with
+   single-device/multiple-device GPU modules``): a CPU module must be given ``device_ids=None``. The launcher
+   wraps ``DistributedDataParallel.__init__`` so that a ``device_ids`` made only of CPU devices, for a module
+   whose parameters are all on CPU, is passed on as ``None`` (and ``output_device`` too). That is the whole
+   change: any other call, every GPU call included (``device_ids=[cuda:N]``), reaches torch unchanged.
+   Gradients are then all-reduced over gloo, the backend timm picks for CPU.
+
+2. **Webdataset shards that timm's reader can split** (:func:`wds_layout_problems`). timm's ``wds/`` reader
+   deals shards out to the ``ranks x loader workers`` of a run (shard ``i`` to worker ``i mod n``) and, in a
+   distributed run, cuts or repeats each worker's stream to ``ceil(samples / n)`` samples (``with_epoch``).
+   So distributed validation counts every image exactly once only when each of those workers holds the same
+   number of validation samples; otherwise some shards are read twice and others partly, and the top-1 in
+   ``summary.csv`` (and from there in an exported card) is not the split's. A worker that holds no training
+   shard at all loops for ever. The launcher checks the layout in ``_info.json`` before train.py starts and
+   refuses a run that would do either, naming the fix (``timm-identity shards ... --eval-shards N``, another
+   ``-j``, or another process count). train.py validates with ``min(2, workers)`` loader workers per rank in
+   distributed wds runs; that rule is read here from train.py's behaviour as of timm 1.0 (the opt-in test
+   tests/test_timm_ddp.py checks it against the real script).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, List, Optional, Sequence
+
+import torch
+
+__all__ = ['allow_cpu_ddp', 'world_size_from_env', 'wds_layout_problems', 'worker_sample_counts',
+           'TRAIN_PY_EVAL_WORKERS_CAP']
+
+TRAIN_PY_EVAL_WORKERS_CAP = 2  # train.py: eval_workers = min(2, args.workers) for distributed wds/tfds runs
+
+
+def _is_cpu(device: Any) -> bool:
+    try:
+        return torch.device(device).type == 'cpu'
+    except (RuntimeError, TypeError):
+        return False
+
+
+def allow_cpu_ddp() -> None:
+    """Let ``DistributedDataParallel(cpu_module, device_ids=[cpu])`` (what timm's train.py does on CPU) work,
+    by passing ``device_ids=None`` for it, as torch requires for CPU modules. Any other call is unchanged.
+    Idempotent."""
+    ddp = torch.nn.parallel.DistributedDataParallel
+    if getattr(ddp.__init__, '_timm_identity_cpu_ddp', False):
+        return
+    original = ddp.__init__
+
+    @functools.wraps(original)
+    def __init__(self, module, device_ids=None, output_device=None, *args, **kwargs):
+        if (device_ids and all(_is_cpu(d) for d in device_ids)
+                and all(p.device.type == 'cpu' for p in module.parameters())):
+            device_ids, output_device = None, None
+        original(self, module, device_ids, output_device, *args, **kwargs)
+
+    __init__._timm_identity_cpu_ddp = True  # type: ignore[attr-defined]
+    ddp.__init__ = __init__  # type: ignore[method-assign]
+
+
+def world_size_from_env() -> int:
+    """The process count torchrun (or SLURM) announces to this process; 1 outside a distributed launch."""
+    for name in ('WORLD_SIZE', 'SLURM_NTASKS'):
+        value = os.environ.get(name)
+        if value and value.isdigit():
+            return int(value)
+    return 1
+
+
+def worker_sample_counts(shard_lengths: Sequence[int], num_workers: int) -> List[int]:
+    """Samples each of ``num_workers`` global loader workers holds when shard ``i`` goes to worker
+    ``i mod num_workers`` (timm's ``ReaderWds._split_by_node_and_worker``)."""
+    counts = [0] * num_workers
+    for i, n in enumerate(shard_lengths):
+        counts[i % num_workers] += int(n)
+    return counts
+
+
+def _split_entry(info: dict, split: str) -> Optional[dict]:
+    return (info.get('splits') or {}).get(split)
+
+
+def wds_layout_problems(data_dir: str, train_split: Optional[str], val_split: Optional[str], world_size: int,
+                        workers: int, eval_workers: Optional[int] = None) -> List[str]:
+    """What makes timm's ``wds/`` reader read the shards in ``data_dir`` wrongly for this run: a training
+    worker without shards (it never ends its epoch), or, when ``world_size > 1``, validation workers holding
+    different sample counts (images read twice or not at all). ``eval_workers`` defaults to train.py's
+    ``min(2, workers)``. Empty when the layout is fine, or when ``data_dir`` has no ``_info.json`` (then timm's
+    own error applies)."""
+    info_path = Path(data_dir) / '_info.json'
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError):
+        return []
+    problems = []
+    train_workers = world_size * max(1, workers)
+    entry = _split_entry(info, train_split) if train_split else None
+    if entry is not None and len(entry['shard_lengths']) < train_workers:
+        problems.append(
+            f"split '{train_split}' of {data_dir} has {len(entry['shard_lengths'])} shards for {world_size} "
+            f"process(es) x {max(1, workers)} loader worker(s) = {train_workers}: a worker without a shard never "
+            f"ends its epoch. Write it with more shards (timm-identity shards ... --shard-samples N) or use "
+            f"fewer processes / -j")
+    if world_size < 2 or not val_split:
+        return problems
+    if eval_workers is None:
+        eval_workers = min(TRAIN_PY_EVAL_WORKERS_CAP, workers)
+    entry = _split_entry(info, val_split)
+    if entry is None:
+        return problems
+    if eval_workers < 1:
+        problems.append(f'distributed validation over webdataset shards needs loader workers (-j 1 or more): with '
+                        f'-j 0 every one of the {world_size} processes reads the same first samples')
+        return problems
+    lengths = entry['shard_lengths']
+    counts = worker_sample_counts(lengths, world_size * eval_workers)
+    if len(set(counts)) > 1:
+        total = sum(lengths)
+        divisors = [n for n in range(world_size * eval_workers, min(total, 4096) + 1, world_size * eval_workers)
+                    if total % n == 0]
+        fix = (f'rewrite it with `timm-identity shards ... --eval-shards {divisors[0]}` (equal shards, a multiple '
+               f'of {world_size * eval_workers})' if divisors else
+               f'no equal split into a multiple of {world_size * eval_workers} shards exists for {total} samples: '
+               f'validate in one process (timm-identity evaluate, or validate.py) instead')
+        problems.append(
+            f"distributed validation would not count split '{val_split}' ({total} samples in {len(lengths)} "
+            f"shards) exactly once: its {world_size} process(es) x {eval_workers} loader worker(s) would hold "
+            f"{_describe(counts)} samples, and timm's reader cuts or repeats each to {-(-total // len(counts))}; "
+            f"{fix}")
+    return problems
+
+
+def _describe(counts: Iterable[int]) -> str:
+    counts = list(counts)
+    return f'{min(counts)} to {max(counts)}'
