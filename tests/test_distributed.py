@@ -29,6 +29,7 @@ def _env(tmp_path, **extra):
 
 
 def _shards(tmp_path, *extra, num_train=48, num_test=24):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     tiny = make_tiny_cifar(tmp_path / 'cifar', num_train=num_train, num_test=num_test)
     out = tmp_path / 'shards'
     assert cli_main(['shards', 'cifar', tiny.folder, '--out', str(out), '--no-progress', '--workers', '1',
@@ -158,3 +159,24 @@ def test_cpu_ddp_fix_changes_only_cpu_device_ids(monkeypatch):
     gpu_ids = [torch.device('cuda', 0)]
     ddp(cpu_module, device_ids=gpu_ids, output_device=0)  # not a CPU device: torch decides, as without us
     assert seen == [(None, None), (None, None), (None, None), (gpu_ids, 0)]
+
+
+def test_train_imagenet_sh_runs_two_cpu_processes_through_the_launcher_and_checks_the_shards_first(tmp_path):
+    """tools/train_imagenet.sh with the stand-in as train.py: refused (one line, exit 2, nothing started) on an
+    uneven validation layout, then 2 CPU processes on an even one."""
+    script = _standin(tmp_path)
+    sh = [str(HERE.parent / 'tools' / 'train_imagenet.sh'), '--train-py', str(script), '--device', 'cpu',
+          '--nproc', '2', '--global-batch', '8', '--output', str(tmp_path / 'out')]
+    extra = ['--', '--dataset', 'wds/cifar10', '--val-split', 'test', '-j', '2', '--steps', '2', *TINY]
+    env = {**_env(tmp_path), 'PYTHON': sys.executable}
+    uneven = _shards(tmp_path / 'uneven', '--shard-samples', '7')
+    r = subprocess.run(['bash', *sh, '--data-dir', str(uneven), *extra], capture_output=True, text=True, env=env,
+                       cwd=tmp_path, timeout=300)
+    assert r.returncode == 2 and not (tmp_path / 'out').exists(), r.stderr[-3000:]
+    assert r.stderr.splitlines()[-1].startswith('timm-identity run-script: error: distributed validation would not')
+    even = _shards(tmp_path / 'even', '--shard-samples', '6', '--eval-shards', '4')
+    r = subprocess.run(['bash', *sh, '--data-dir', str(even), *extra], capture_output=True, text=True, env=env,
+                       cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-4000:]
+    result = json.loads((tmp_path / 'out' / 'result.json').read_text())
+    assert result['world_size'] == 2 and result['eval_images_counted'] == 24

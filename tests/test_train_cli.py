@@ -116,7 +116,7 @@ def test_train_imagenet_sh_help_and_errors(tmp_path):
     env = {**os.environ, 'PYTHON': sys.executable}
     env.pop('TIMM_TRAIN_PY', None)
     help_ = subprocess.run(['bash', sh, '--help'], capture_output=True, text=True, env=env)
-    assert help_.returncode == 0 and 'git clone' in help_.stdout and '--device-modules timm_identity' in help_.stdout
+    assert help_.returncode == 0 and 'git clone' in help_.stdout and '-m timm_identity.run_script PATH' in help_.stdout
     r = subprocess.run(['bash', sh, '--data-dir', str(tmp_path)], capture_output=True, text=True, env=env)
     assert r.returncode == 2 and 'no train.py' in r.stderr
     fake = tmp_path / 'train.py'
@@ -154,14 +154,18 @@ def test_train_imagenet_sh_multi_node_and_cpu_command_lines(tmp_path):
     assert ' -b 16 ' in cmd  # 256 over 2 x 8 processes
     code, cmd = run('--nnodes', '2', '--rdzv-endpoint', 'node0:29400', '--rdzv-id', 'job7')
     assert code == 0 and '--nnodes=2 --rdzv_backend=c10d --rdzv_endpoint=node0:29400 --rdzv_id=job7 ' in cmd, cmd
-    code, cmd = run('--device', 'cpu', '--nproc', '1', '--global-batch', '8', '--', '--epochs', '1')
-    assert code == 0 and '--standalone --nproc_per_node=1 ' in cmd and ' -b 8 --device cpu ' in cmd, cmd
+    code, cmd = run('--device', 'cpu', '--nproc', '2', '--global-batch', '8', '--', '--epochs', '1')
+    assert code == 0 and ' -b 4 --device cpu ' in cmd, cmd
+    assert f'--standalone --nproc_per_node=2 -m timm_identity.run_script {fake} -c ' in cmd  # through the launcher
     for flags, message in [(('--nnodes', '2'), 'needs --node-rank R and --master HOST:PORT'),
                            (('--nnodes', '2', '--node-rank', '2', '--master', 'a:1'), '--node-rank must be 0..1'),
                            (('--nnodes', '2', '--node-rank', '0', '--master', 'a'), '--master must be HOST:PORT'),
                            (('--node-rank', '0'), 'are for --nnodes > 1'),
                            (('--nnodes', '6'), 'not divisible by the 48 processes'),
-                           (('--device', 'cpu'), 'cannot run DDP on CPU')]:
+                           (('--nproc', '0'), '--nproc must be a positive integer'),
+                           (('--nnodes', '2', '--rdzv-id', 'job7'), 'needs --node-rank R and --master HOST:PORT (or '
+                                                                    '--rdzv-endpoint HOST:PORT)'),
+                           (('--nnodes', '2', '--rdzv-endpoint', 'node0'), '--rdzv-endpoint must be HOST:PORT')]:
         code, err = run(*flags)
         assert code == 2 and message in err, (flags, err)
 

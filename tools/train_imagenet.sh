@@ -9,23 +9,25 @@ usage() {
     cat <<EOF
 Usage: tools/train_imagenet.sh --train-py PATH --data-dir DIR [options] [-- extra train.py args]
 
-Runs (torchrun = python -m torch.distributed.run), on one node:
-  torchrun --standalone --nproc_per_node=N PATH --device-modules timm_identity \\
+Runs timm's train.py through our launcher (torchrun = python -m torch.distributed.run), on one node:
+  torchrun --standalone --nproc_per_node=N -m timm_identity.run_script PATH \\
       -c configs/imagenet_paper.yaml --data-dir DIR -b GLOBAL_BATCH/(N*M) --device DEV --output OUT [extra]
 on M nodes, the same command on each with its own --node-rank:
-  torchrun --nnodes=M --node_rank=R --master_addr=HOST --master_port=PORT --nproc_per_node=N PATH ...
+  torchrun --nnodes=M --node_rank=R --master_addr=HOST --master_port=PORT --nproc_per_node=N -m ... PATH ...
 or with a c10d rendezvous (the very same command on every node; ranks assigned by torchrun):
-  torchrun --nnodes=M --rdzv_backend=c10d --rdzv_endpoint=HOST:PORT --rdzv_id=ID --nproc_per_node=N PATH ...
+  torchrun --nnodes=M --rdzv_backend=c10d --rdzv_endpoint=HOST:PORT --rdzv_id=ID --nproc_per_node=N -m ... PATH ...
 
---device-modules timm_identity makes train.py import our package, which registers the models.
+The launcher (python -m timm_identity.run_script) registers our models in every process, lets train.py's DDP
+run on CPU (gloo) as well as on GPUs (nccl), and first checks the shards against the N*M processes and the
+loader workers (python -m timm_identity.run_script --check ...; a layout timm's reader would miscount in
+distributed validation, or starve a training worker, is refused before anything starts).
 
 Options:
   --train-py PATH      timm's train.py (default: \$TIMM_TRAIN_PY). It is not in the pip package.
   --data-dir DIR       ImageNet webdataset shards with _info.json, made by
                          timm-identity shards imagenet /data/imagenet --out DIR
-  --nproc N            processes on this node = its GPUs (default 8, the paper's 8 x 32). With --device cpu
-                       it must be 1: timm's train.py cannot run DDP on CPU (it passes device_ids=[cpu] to
-                       DistributedDataParallel, which torch refuses).
+  --nproc N            processes on this node = its GPUs (default 8, the paper's 8 x 32); on CPU, processes
+                       that train together over gloo
   --device DEV         train.py --device (default cuda; cpu for a smoke run on a machine without CUDA)
   --nnodes M           machines (default 1, with --standalone). The paper used 6 machines of 8 K40s with
                        asynchronous SGD; train.py is synchronous DDP.
@@ -41,8 +43,8 @@ Options:
   -h, --help           this text
 Anything after -- goes to train.py unchanged (e.g. -- --amp --amp-dtype bfloat16 --pin-mem --resume CKPT).
 
-CPU smoke run (one process, a tiny net, one epoch):
-  tools/train_imagenet.sh --train-py timm-src/train.py --data-dir SHARDS --device cpu --nproc 1 \\
+CPU smoke run (two processes, a tiny net, one epoch):
+  tools/train_imagenet.sh --train-py timm-src/train.py --data-dir SHARDS --device cpu --nproc 2 \\
       --global-batch 8 -- --epochs 1 -j 1 --no-prefetcher \\
       --model-kwargs 'depths=(1,1,1,1,1)' 'widths=(8,8,8,8,8)' stem_chs=8
 
@@ -103,9 +105,6 @@ done
 [[ "$NPROC" =~ ^[1-9][0-9]*$ ]] || die "--nproc must be a positive integer, got '$NPROC'"
 [[ "$GLOBAL_BATCH" =~ ^[1-9][0-9]*$ ]] || die "--global-batch must be a positive integer, got '$GLOBAL_BATCH'"
 [[ "$NNODES" =~ ^[1-9][0-9]*$ ]] || die "--nnodes must be a positive integer, got '$NNODES'"
-if [[ "$DEVICE" == cpu* && "$NPROC" != 1 ]]; then
-    die "--device $DEVICE needs --nproc 1: timm's train.py cannot run DDP on CPU (it passes device_ids=[cpu] to DistributedDataParallel, which torch refuses)"
-fi
 WORLD=$((NPROC * NNODES))
 (( GLOBAL_BATCH % WORLD == 0 )) || die "--global-batch $GLOBAL_BATCH is not divisible by the $WORLD processes (--nproc $NPROC x --nnodes $NNODES)"
 if [[ "$NNODES" == 1 ]]; then
@@ -123,9 +122,12 @@ else
 fi
 "$PYTHON" -c 'import timm_identity' 2>/dev/null || die "$PYTHON cannot import timm_identity (install this package, or set PYTHON)"
 
-CMD=("$PYTHON" -m torch.distributed.run "${LAUNCH[@]}" "--nproc_per_node=$NPROC" "$TRAIN_PY"
-     --device-modules timm_identity -c "$CONFIG" --data-dir "$DATA_DIR"
-     -b "$((GLOBAL_BATCH / WORLD))" --device "$DEVICE" --output "$OUTPUT" ${EXTRA[@]+"${EXTRA[@]}"})
+TRAIN_ARGS=(-c "$CONFIG" --data-dir "$DATA_DIR" -b "$((GLOBAL_BATCH / WORLD))" --device "$DEVICE"
+            --output "$OUTPUT" ${EXTRA[@]+"${EXTRA[@]}"})
+CMD=("$PYTHON" -m torch.distributed.run "${LAUNCH[@]}" "--nproc_per_node=$NPROC"
+     -m timm_identity.run_script "$TRAIN_PY" "${TRAIN_ARGS[@]}")
 echo "+ ${CMD[*]}" >&2
 if [[ "$DRY_RUN" == 1 ]]; then exit 0; fi
+# the shards against all WORLD processes, once, before torchrun starts any (one line and exit 2 if refused)
+"$PYTHON" -m timm_identity.run_script --check --world-size "$WORLD" "$TRAIN_PY" "${TRAIN_ARGS[@]}" || exit $?
 exec "${CMD[@]}"
