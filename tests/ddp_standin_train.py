@@ -3,7 +3,8 @@
 distributed set-up (``timm.utils.init_distributed_device``), the same data path (``create_dataset('wds/...')``,
 ``create_loader``, ``min(2, workers)`` loader workers for distributed validation) and DDP built exactly as
 train.py builds it (``ClassificationTask.prepare_distributed(device_ids=[device])``). It trains a few SGD steps,
-validates (batch sizes summed over ranks, batch by batch, as train.py's reduced metrics are), and writes what the test checks:
+validates (batch sizes summed over ranks, batch by batch, as train.py reduces its metrics), and writes what the
+test checks:
 each rank's final weights, rank 0's checkpoint and the validation counts.
 
 ``--no-ddp`` skips DDP and training (validation only), so the plain script can also run under torchrun
