@@ -104,6 +104,7 @@ def main():
     wrapper = None if args.no_ddp else _train(args, model, device)
     seen = _validate(args, model, device)
     os.makedirs(args.output, exist_ok=True)
+    utils.get_outdir(args.output, 'run')  # train.py's call that creates its run folder
     if not args.no_ddp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()},
                   os.path.join(args.output, f'rank{args.rank}.safetensors'))

@@ -70,6 +70,8 @@ def test_two_cpu_processes_train_disjoint_samples_to_identical_weights_and_expor
     assert r.returncode == 0, r.stderr[-4000:]
     result = json.loads((out / 'result.json').read_text())
     assert result['world_size'] == 2 and result['wrapper'] == 'DistributedDataParallel'
+    record = json.loads((out / 'run' / 'timm_identity_launch.json').read_text())  # the launcher's, for export
+    assert record['world_size'] == 2 and 'checked against 2 process(es) x 2 loader' in record['validation_count']
     # (a) the ranks read different training samples: 3 steps x batch 4 each, no key shared
     train = _keys(tmp_path)['train']
     assert sorted(train) == [0, 1] and not set(train[0]) & set(train[1])

@@ -238,6 +238,18 @@ def test_export_timm_run_folder_after_resume(tmp_path):
     assert '- **Command:** not recorded' in text
     assert f'- **Evaluated on:** CIFAR-10 `test` split, 20 images (count from {shards / "_info.json"}' in text
     assert '- **Exported weights:** epoch 1 (model_best.pth.tar' in text
+    # not started through the launcher: whether validation counted every image once is not known, and said so
+    assert '- **Evaluation counted:** not checked: the run was not started through `python -m timm_identity' in text
+    # started through it: its record in the run folder says how the count was checked
+    from timm_identity.distributed import LAUNCH_RECORD
+    for record, expect in [({'world_size': 2, 'validation_count': 'every image of the split exactly once: x'},
+                            'every image of the split exactly once: x'),
+                           ({'world_size': 1, 'dataset': 'cifar10'}, 'every image of the split exactly once (one'),
+                           ({'world_size': 4, 'dataset': 'imagefolder'}, 'not exactly once: 4 processes')]:
+        (run / LAUNCH_RECORD).write_text(json.dumps(record))
+        folder = export_checkpoint(run, tmp_path / 'out', tag='cifar10', model_card=write_model_card(tmp_path),
+                                   overwrite=True)
+        assert f'- **Evaluation counted:** {expect}' in (folder / 'README.md').read_text()
     assert "paper's recipe" not in (folder / 'config.json').read_text()
 
     (run / 'summary.csv').write_text('epoch,eval_top1\n0,nope\n')  # any error names the file

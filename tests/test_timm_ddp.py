@@ -87,6 +87,9 @@ def test_train_py_two_cpu_processes(tmp_path):
     assert cli_main(['export', str(run), '--arch', 'allconv_resnet_cifar.ddp_test', *MODEL_KWARGS,
                      '--output', str(exported)]) == 0
     import timm
+    card = (exported / 'README.md').read_text()
+    assert ('- **Evaluation counted:** every image of the split exactly once: webdataset shards checked against 2 '
+            'process(es) x 2 loader worker(s)') in card
     model = timm.create_model(f'local-dir:{exported}', pretrained=True)
     best = torch.load(run / 'model_best.pth.tar', map_location='cpu', weights_only=False)['state_dict']
     assert all(torch.equal(v, best[k]) for k, v in model.state_dict().items())

@@ -34,9 +34,10 @@ from typing import Any, Iterable, List, Optional, Sequence
 import torch
 
 __all__ = ['allow_cpu_ddp', 'world_size_from_env', 'wds_layout_problems', 'worker_sample_counts',
-           'TRAIN_PY_EVAL_WORKERS_CAP']
+           'record_launch', 'read_launch_record', 'LAUNCH_RECORD', 'TRAIN_PY_EVAL_WORKERS_CAP']
 
 TRAIN_PY_EVAL_WORKERS_CAP = 2  # train.py: eval_workers = min(2, args.workers) for distributed wds/tfds runs
+LAUNCH_RECORD = 'timm_identity_launch.json'  # what the launcher writes into train.py's run folder
 
 
 def _is_cpu(device: Any) -> bool:
@@ -141,3 +142,34 @@ def wds_layout_problems(data_dir: str, train_split: Optional[str], val_split: Op
 def _describe(counts: Iterable[int]) -> str:
     counts = list(counts)
     return f'{min(counts)} to {max(counts)}'
+
+
+def record_launch(record: dict) -> None:
+    """Have process 0 write ``record`` (how the launcher started and checked the run) as ``LAUNCH_RECORD`` into
+    the run folder train.py creates, the moment it creates it (``timm.utils.get_outdir``, which train.py calls
+    once for its output folder). ``timm-identity export`` reads it beside ``summary.csv``."""
+    import timm.utils
+
+    from .atomic_io import atomic_write_text
+    original = timm.utils.get_outdir
+    if getattr(original, '_timm_identity_record', False):
+        return
+
+    @functools.wraps(original)
+    def get_outdir(path, *paths, **kwargs):
+        out = original(path, *paths, **kwargs)
+        if os.environ.get('RANK', '0') == '0':
+            atomic_write_text(os.path.join(out, LAUNCH_RECORD), json.dumps(record, indent=1) + '\n')
+        return out
+
+    get_outdir._timm_identity_record = True  # type: ignore[attr-defined]
+    timm.utils.get_outdir = get_outdir
+
+
+def read_launch_record(run_dir: Path) -> Optional[dict]:
+    """The launcher's record in a train.py run folder, or None when the run was not started through it."""
+    try:
+        record = json.loads((Path(run_dir) / LAUNCH_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None

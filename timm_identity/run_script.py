@@ -33,10 +33,10 @@ import re
 import runpy
 import sys
 from pathlib import Path
-from typing import List, NoReturn, Optional, Sequence
+from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 from .cli_args import positive_int
-from .distributed import allow_cpu_ddp, wds_layout_problems, world_size_from_env
+from .distributed import allow_cpu_ddp, record_launch, wds_layout_problems, world_size_from_env
 
 __all__ = ['run_script', 'check_train_py', 'main']
 
@@ -70,15 +70,24 @@ def _train_py_args(path: Path, args: Sequence[str]) -> Optional[argparse.Namespa
         sys.argv = saved
 
 
-def check_train_py(path: Path, args: Sequence[str], world_size: int) -> List[str]:
+def check_train_py(path: Path, args: Sequence[str], world_size: int) -> Tuple[List[str], Optional[dict]]:
     """Problems of a train.py run over webdataset shards with ``world_size`` processes
-    (:func:`timm_identity.distributed.wds_layout_problems`); empty for other scripts and datasets."""
+    (:func:`timm_identity.distributed.wds_layout_problems`), and the record of the launch for its run folder;
+    ``([], None)`` for other scripts."""
     if path.name != 'train.py':
-        return []
+        return [], None
     parsed = _train_py_args(path, args)
-    if parsed is None or not str(getattr(parsed, 'dataset', '')).startswith('wds/') or not parsed.data_dir:
-        return []
-    return wds_layout_problems(parsed.data_dir, parsed.train_split, parsed.val_split, world_size, parsed.workers)
+    if parsed is None:
+        return [], None
+    record: Dict[str, Any] = {'launcher': 'timm_identity.run_script', 'world_size': world_size,
+                              'workers': parsed.workers, 'dataset': parsed.dataset, 'val_split': parsed.val_split}
+    if not str(parsed.dataset or '').startswith('wds/') or not parsed.data_dir:
+        return [], record
+    problems = wds_layout_problems(parsed.data_dir, parsed.train_split, parsed.val_split, world_size, parsed.workers)
+    if parsed.val_split:
+        record['validation_count'] = ('every image of the split exactly once: webdataset shards checked against '
+                                      f'{world_size} process(es) x {parsed.workers} loader worker(s)')
+    return problems, record
 
 
 def run_script(script: str, args: Sequence[str], check_only: bool = False, world_size: Optional[int] = None) -> None:
@@ -96,12 +105,14 @@ def run_script(script: str, args: Sequence[str], check_only: bool = False, world
         print(f'timm-identity run-script: note: {path.name} comes from a timm {checkout} checkout; it runs with '
               f'the installed timm {timm.__version__} ({Path(timm.__file__).parent})', file=sys.stderr)
     sys.path.insert(0, str(path.resolve().parent))
-    problems = check_train_py(path, args, world_size or world_size_from_env())
+    problems, record = check_train_py(path, args, world_size or world_size_from_env())
     if problems:
         _error('; '.join(problems))
     if check_only:
         return
     allow_cpu_ddp()
+    if record is not None:
+        record_launch(record)
     sys.argv = [str(path), *args]
     runpy.run_path(str(path), run_name='__main__')
 

@@ -205,6 +205,7 @@ def model_details(info: ModelInfo) -> str:
     for key, value in (('trainer', t.trainer), ('recipe', t.recipe), ('command', t.command), ('length', t.length),
                        ('exported weights', t.weights_from),
                        ('evaluated on', evaluated_on(info) + size_note if t.eval_split else None),
+                       *((('evaluation counted', t.eval_count),) if t.eval_count else ()),
                        *info.details.items()):
         lines.append(f'- **{key[:1].upper() + key[1:]}:** {NOT_RECORDED if value is None else value}')
     lines += ['', '## Results', '', metrics_table(info.metrics, evaluated_on(info), info.training.eval_split),

@@ -49,6 +49,7 @@ class TrainingRecord:
     eval_split: Optional[str] = None    # the split the metrics were measured on
     eval_images: Optional[int] = None   # its size
     eval_images_source: Optional[str] = None  # where the size comes from, if not from the run itself
+    eval_count: Optional[str] = None    # whether the evaluation counted every image of the split once
 
 
 @dataclass
@@ -221,6 +222,7 @@ def _read_timm_summary(path: Path) -> TrainingSummary:
     if args.get('val_split'):
         training.eval_split = str(args['val_split'])
         training.eval_images, training.eval_images_source = _wds_split_size(args.get('data_dir'), training.eval_split)
+        training.eval_count = _timm_eval_count(path.parent, args)
     details = {'final epoch': final['epoch'], 'best epoch': best['epoch']}
     raw = dict(rows=rows, args=args, dataset=args.get('dataset'))
     return TrainingSummary(metrics, details, training, raw)
@@ -235,6 +237,27 @@ def _read_timm_args(path: Path) -> Dict[str, Any]:
     except (OSError, yaml.YAMLError) as e:
         raise ValueError(f'{path}: not readable as YAML ({e})') from None
     return args if isinstance(args, dict) else {}
+
+
+def _timm_eval_count(run_dir: Path, args: Dict[str, Any]) -> str:
+    """How train.py's validation counted the split, from the launcher's record in the run folder: exactly once
+    (one process, or webdataset shards the launcher checked), padded (timm's distributed sampler over other
+    datasets repeats up to processes - 1 images), or not checked (the run was not started through the launcher)."""
+    from ..distributed import read_launch_record
+    record = read_launch_record(run_dir)
+    if record is None:
+        return (f'{NOT_CHECKED}: the run was not started through `python -m timm_identity.run_script`, which checks '
+                f'that distributed validation counts every image exactly once (with several processes timm can count '
+                f'some images twice)')
+    if record.get('validation_count'):
+        return str(record['validation_count'])
+    if int(record.get('world_size') or 1) == 1:
+        return 'every image of the split exactly once (one process)'
+    return (f"not exactly once: {record['world_size']} processes, and timm's distributed sampler pads the split to a "
+            f"multiple of the process count (up to {int(record['world_size']) - 1} images counted twice)")
+
+
+NOT_CHECKED = 'not checked'
 
 
 def _wds_split_size(data_dir: Optional[str], split: str) -> Tuple[Optional[int], Optional[str]]:
