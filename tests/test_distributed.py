@@ -60,42 +60,6 @@ def _keys(tmp_path):
     return seen
 
 
-def test_two_cpu_processes_train_disjoint_samples_to_identical_weights_and_export(tmp_path):
-    # 8 training shards for 2 processes x 2 workers; the test split as 4 equal shards (--eval-shards)
-    shards = _shards(tmp_path, '--shard-samples', '6', '--eval-shards', '4')
-    out = tmp_path / 'out'
-    r = _torchrun(tmp_path, ['-m', 'timm_identity.run_script', str(_standin(tmp_path)), '--dataset', 'wds/cifar10',
-                             '--data-dir', str(shards), '--val-split', 'test', '-j', '2', '--steps', '3', '-b', '4',
-                             '--output', str(out), *TINY])
-    assert r.returncode == 0, r.stderr[-4000:]
-    result = json.loads((out / 'result.json').read_text())
-    assert result['world_size'] == 2 and result['wrapper'] == 'DistributedDataParallel'
-    record = json.loads((out / 'run' / 'timm_identity_launch.json').read_text())  # the launcher's, for export
-    assert record['world_size'] == 2 and 'checked against 2 process(es) x 2 loader' in record['validation_count']
-    # (a) the ranks read different training samples: 3 steps x batch 4 each, no key shared
-    train = _keys(tmp_path)['train']
-    assert sorted(train) == [0, 1] and not set(train[0]) & set(train[1])
-    assert all(sum(c.values()) >= 12 for c in train.values())
-    # (b) gradients were all-reduced: the ranks end with the same weights, and training changed them
-    w0, w1 = load_file(out / 'rank0.safetensors'), load_file(out / 'rank1.safetensors')
-    assert all(torch.equal(w0[k], w1[k]) for k in w0)
-    import timm
-    torch.manual_seed(42)
-    init = timm.create_model('allconv_resnet_cifar', num_classes=10, **json.loads(TINY[1])).state_dict()
-    assert not all(torch.equal(init[k], w0[k]) for k in w0)
-    # exact validation: every one of the 24 test images counted, each exactly once
-    assert result['eval_images_counted'] == 24
-    test = _keys(tmp_path)['test']
-    assert sum(test.values(), Counter()) == Counter({f'test_{i:05d}': 1 for i in range(24)})
-    # (c) the run exports and reloads with pretrained=True
-    exported = tmp_path / 'export'
-    assert cli_main(['export', str(out / 'checkpoint.pth.tar'), '--arch', 'allconv_resnet_cifar.ddp_test',
-                     '--model-kwargs', 'depths=(1,1,1)', 'widths=(8,16,32)', 'stem_chs=8', '--dataset', 'cifar10',
-                     '--output', str(exported)]) == 0
-    model = timm.create_model(f'local-dir:{exported}', pretrained=True)
-    assert all(torch.equal(v, w0[k]) for k, v in model.state_dict().items())
-
-
 def test_an_uneven_validation_layout_is_read_wrongly_by_timm_and_refused_by_the_launcher(tmp_path):
     shards = _shards(tmp_path, '--shard-samples', '7')  # test: 24 = 7 + 7 + 7 + 3, for 2 x 2 workers
     script = _standin(tmp_path)
@@ -113,10 +77,6 @@ def test_an_uneven_validation_layout_is_read_wrongly_by_timm_and_refused_by_the_
     assert r.returncode != 0 and not (tmp_path / 'out').exists()
     assert "would not count split 'test' (24 samples in 4 shards) exactly once" in r.stderr
     assert r.stderr.count('timm-identity run-script: error: ') == 2 and '--eval-shards 4' in r.stderr  # each rank
-    # --check: the same refusal as one line and exit 2, without torchrun
-    r = subprocess.run([sys.executable, '-m', 'timm_identity.run_script', '--check', '--world-size', '2', str(script),
-                        *args], capture_output=True, text=True, env=_env(tmp_path), timeout=120)
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and '--eval-shards 4' in r.stderr
 
 
 def test_layout_rules():
@@ -163,22 +123,52 @@ def test_cpu_ddp_fix_changes_only_cpu_device_ids(monkeypatch):
     assert seen == [(None, None), (None, None), (None, None), (gpu_ids, 0)]
 
 
-def test_train_imagenet_sh_runs_two_cpu_processes_through_the_launcher_and_checks_the_shards_first(tmp_path):
+def test_two_cpu_processes_through_train_imagenet_sh(tmp_path):
     """tools/train_imagenet.sh with the stand-in as train.py: refused (one line, exit 2, nothing started) on an
-    uneven validation layout, then 2 CPU processes on an even one."""
+    uneven validation layout; on an even one, 2 CPU processes through the launcher read disjoint training
+    samples, end with identical weights, validate every test image exactly once, and the run exports and
+    reloads with pretrained=True."""
     script = _standin(tmp_path)
+    out = tmp_path / 'out'
     sh = [str(HERE.parent / 'tools' / 'train_imagenet.sh'), '--train-py', str(script), '--device', 'cpu',
-          '--nproc', '2', '--global-batch', '8', '--output', str(tmp_path / 'out')]
-    extra = ['--', '--dataset', 'wds/cifar10', '--val-split', 'test', '-j', '2', '--steps', '2', *TINY]
+          '--nproc', '2', '--global-batch', '8', '--output', str(out)]
+    extra = ['--', '--dataset', 'wds/cifar10', '--val-split', 'test', '-j', '2', '--steps', '3', *TINY]
     env = {**_env(tmp_path), 'PYTHON': sys.executable}
-    uneven = _shards(tmp_path / 'uneven', '--shard-samples', '7')
+    uneven = _shards(tmp_path / 'uneven', '--shard-samples', '7')  # test: 24 = 7 + 7 + 7 + 3 for 2 x 2 workers
     r = subprocess.run(['bash', *sh, '--data-dir', str(uneven), *extra], capture_output=True, text=True, env=env,
                        cwd=tmp_path, timeout=300)
-    assert r.returncode == 2 and not (tmp_path / 'out').exists(), r.stderr[-3000:]
+    assert r.returncode == 2 and not out.exists(), r.stderr[-3000:]
     assert r.stderr.splitlines()[-1].startswith('timm-identity run-script: error: distributed validation would not')
+    assert '--eval-shards 4' in r.stderr.splitlines()[-1]
+    # 8 training shards for 2 processes x 2 workers; the test split as 4 equal shards
     even = _shards(tmp_path / 'even', '--shard-samples', '6', '--eval-shards', '4')
     r = subprocess.run(['bash', *sh, '--data-dir', str(even), *extra], capture_output=True, text=True, env=env,
                        cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr[-4000:]
-    result = json.loads((tmp_path / 'out' / 'result.json').read_text())
-    assert result['world_size'] == 2 and result['eval_images_counted'] == 24
+    assert '-m timm_identity.run_script' in r.stderr  # the command it ran, through the launcher
+    result = json.loads((out / 'result.json').read_text())
+    assert result['world_size'] == 2 and result['wrapper'] == 'DistributedDataParallel'
+    record = json.loads((out / 'run' / 'timm_identity_launch.json').read_text())  # the launcher's, for export
+    assert record['world_size'] == 2 and 'checked against 2 process(es) x 2 loader' in record['validation_count']
+    # (a) the ranks read different training samples: 3 steps x batch 4 each, no key shared
+    train = _keys(tmp_path)['train']
+    assert sorted(train) == [0, 1] and not set(train[0]) & set(train[1])
+    assert all(sum(c.values()) >= 12 for c in train.values())
+    # (b) gradients were all-reduced: the ranks end with the same weights, and training changed them
+    w0, w1 = load_file(out / 'rank0.safetensors'), load_file(out / 'rank1.safetensors')
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)
+    import timm
+    torch.manual_seed(42)
+    init = timm.create_model('allconv_resnet_cifar', num_classes=10, **json.loads(TINY[1])).state_dict()
+    assert not all(torch.equal(init[k], w0[k]) for k in w0)
+    # exact validation: every one of the 24 test images counted, each exactly once
+    assert result['eval_images_counted'] == 24
+    test = _keys(tmp_path)['test']
+    assert sum(test.values(), Counter()) == Counter({f'test_{i:05d}': 1 for i in range(24)})
+    # (c) the run exports and reloads with pretrained=True
+    exported = tmp_path / 'export'
+    assert cli_main(['export', str(out / 'checkpoint.pth.tar'), '--arch', 'allconv_resnet_cifar.ddp_test',
+                     '--model-kwargs', 'depths=(1,1,1)', 'widths=(8,16,32)', 'stem_chs=8', '--dataset', 'cifar10',
+                     '--output', str(exported)]) == 0
+    model = timm.create_model(f'local-dir:{exported}', pretrained=True)
+    assert all(torch.equal(v, w0[k]) for k, v in model.state_dict().items())
