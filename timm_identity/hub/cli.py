@@ -52,6 +52,7 @@ def _export(args: argparse.Namespace) -> int:
             to_hub_configs=(True if args.to_hub_configs == '' else args.to_hub_configs) or None,
             to_hf_cache=args.to_hf_cache, repo_id=args.repo_id, dataset=args.dataset, label_names=label_names,
             description=args.description, fp16=args.fp16, model_card=args.model_card, overwrite=args.overwrite,
+            base_model=args.base_model,
             verify=not args.no_verify,
         )
     except (ExportError, OSError, ValueError) as e:
@@ -107,6 +108,9 @@ def add_parser(subparsers) -> None:
     p.add_argument('--repo-id', help='hf_hub_id written into config.json (default timm-identity/<arch>.<tag>)')
     p.add_argument('--dataset', help='cifar10, cifar100, in1k or a Hub dataset id (default: from the tag)')
     p.add_argument('--label-names', metavar='FILE', help='text file, one class name per line, in class order')
+    p.add_argument('--base-model', metavar='REPO_ID',
+                   help="Hub id of the weights these were fine-tuned from, for the card's base_model (default: "
+                        "what the run records: train-cifar's --init-from, or train.py's --pretrained --model NAME)")
     p.add_argument('--description', help='one-line description for config.json and the card')
     p.add_argument('--fp16', action='store_true', help='store the weights in float16 (the card says so)')
     p.add_argument('--model-card', metavar='MODEL_CARD.md', help='card template (default: the checkout\'s)')

@@ -82,6 +82,17 @@ def _base_model_id(init_from: str) -> Optional[str]:
         return init_from
 
 
+def _recorded_base_model(run_config: Dict[str, Any], timm_args: Dict[str, Any]) -> Optional[str]:
+    """The weights a run recorded starting from: train-cifar's ``--init-from``, or timm train.py's ``--pretrained``
+    with ``--model NAME`` (a tag, ``hf-hub:`` or ``local-dir:`` name) in its args.yaml. None when it records none,
+    or when train.py loaded them from a bare file (``--pretrained-path``: no Hub id)."""
+    if run_config.get('init_from'):
+        return _base_model_id(run_config['init_from'])
+    if timm_args.get('pretrained') and timm_args.get('model') and not timm_args.get('pretrained_path'):
+        return _base_model_id(str(timm_args['model']))  # without a tag: timm's default tag, as train.py loaded
+    return None
+
+
 def _non_default_args(architecture: str, args: Dict[str, Any]) -> Dict[str, Any]:
     """The arguments in ``args`` that make the model differ from what ``timm.create_model(architecture)``
     builds (num_classes aside)."""
@@ -274,8 +285,8 @@ def export_checkpoint(
     run_config = raw.get('config') if isinstance(raw.get('config'), dict) else {}
     if kwargs.get('dataset') is None and raw.get('dataset'):  # train-cifar: CIFAR-100's coarse labels are their own set
         kwargs['dataset'] = raw['dataset'] + ('_coarse' if run_config.get('label_type') == 'coarse' else '')
-    if run_config.get('init_from') and kwargs.get('base_model') is None:  # a fine-tune: the card names its base
-        kwargs['base_model'] = _base_model_id(run_config['init_from'])
+    if kwargs.get('base_model') is None:  # a fine-tune: the card names its base
+        kwargs['base_model'] = _recorded_base_model(run_config, raw.get('args') or {})
     if kwargs.get('label_names') is None and meta.get('label_names'):
         kwargs['label_names'] = meta['label_names']
     if kwargs.get('data_config') is None and meta.get('data_config'):

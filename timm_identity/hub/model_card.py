@@ -198,6 +198,8 @@ def model_details(info: ModelInfo) -> str:
     if info.base_model:
         lines.append(f'- **Fine-tuned from:** `{info.base_model}`')
     lines.append(f'- **Paper:** {PAPER}')
+    lines.append(f'- **License:** {info.license}: these weights are released under it, as the code of '
+                 f'`timm-identity` is (its LICENSE file)')
     lines += ['', '## Training', '', 'As recorded by the training run these weights come from '
               f'("{NOT_RECORDED}": the run does not say).', '']
     t = info.training

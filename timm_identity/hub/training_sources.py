@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import yaml
 
 __all__ = ['Metric', 'TrainingRecord', 'TrainingSummary', 'read_summary', 'read_timm_summary_csv',
-           'train_cifar_record']
+           'train_cifar_record', 'merge_same_point', 'portable_command', 'FINAL_AND_BEST']
 
 
 @dataclass
@@ -99,6 +99,7 @@ def read_summary(path: Union[str, Path]) -> TrainingSummary:
             # train-cifar's final evaluation is of the summary's checkpoint; its best only if at that step
             ours = which == 'final' or (step is not None and step == steps['final'])
             metrics.append(Metric('error', value, topk, which, step=step, of_these_weights=ours))
+    metrics = merge_same_point(metrics)
     errors = [m.value for m in metrics if m.topk == 1]
     if errors and max(errors) < 1.:
         raise ValueError(f'{path}: test errors {errors} look like fractions; the summary must give percent '
@@ -114,6 +115,47 @@ def read_summary(path: Union[str, Path]) -> TrainingSummary:
         training.eval_split = 'test'
         training.eval_images = raw.get('test_images')
     return TrainingSummary(metrics, details, training, raw)
+
+
+FINAL_AND_BEST = 'final, also the best during training'
+
+
+def merge_same_point(metrics: List[Metric]) -> List[Metric]:
+    """One metric where the run's best point is its final one (same step, same value): the card then lists it
+    once, as ``FINAL_AND_BEST``, instead of the same number twice."""
+    out = []
+    for m in metrics:
+        final = next((f for f in metrics if f.which == 'final' and f.topk == m.topk), None)
+        same = final is not None and m.step is not None and m.step == final.step and m.value == final.value
+        if m.which == 'best during training' and same:
+            continue
+        twin = m.which == 'final' and any(b.which == 'best during training' and b.topk == m.topk
+                                          and b.step is not None and b.step == m.step and b.value == m.value
+                                          for b in metrics)
+        out.append(Metric(m.kind, m.value, m.topk, FINAL_AND_BEST, m.step, m.of_these_weights, m.step_unit)
+                   if twin else m)
+    return out
+
+
+def portable_command(words: Sequence[str]) -> Tuple[List[str], Optional[str]]:
+    """``words`` with an absolute ``--data-dir`` shortened to its last component (the training machine's own
+    folder would not run anywhere else), and a note saying where to run the command; (words, None) otherwise."""
+    words, notes = list(words), []
+    for i, word in enumerate(words):
+        flag, eq, value = word.partition('=')
+        if flag != '--data-dir':
+            continue
+        if not eq and i + 1 < len(words):
+            value = words[i + 1]
+        if not Path(value).is_absolute():
+            continue
+        short = Path(value).name
+        if eq:
+            words[i] = f'--data-dir={short}'
+        else:
+            words[i + 1] = short
+        notes.append(f'run it in the folder that holds `{short}` (the official release)')
+    return words, '; '.join(notes) or None
 
 
 def train_cifar_record(config: Dict[str, Any], steps: Optional[int] = None, epochs: Optional[float] = None,
@@ -138,8 +180,9 @@ def train_cifar_record(config: Dict[str, Any], steps: Optional[int] = None, epoc
     elif name:
         record.recipe = f'`{name}` (not a recipe of this version of timm-identity)'
     if argv:
-        words = [Path(argv[0]).name, *argv[1:]]
-        record.command = f'`{shlex.join(words)}`' + (' (the last start of a resumed run)' if resumed else '')
+        words, note = portable_command([Path(argv[0]).name, *argv[1:]])
+        record.command = f'`{shlex.join(words)}`' + (' (the last start of a resumed run)' if resumed else '') + (
+            f' ({note})' if note else '')
     if steps is not None:
         planned = f' of {config["steps"]:,} planned' if config.get('steps') else ''
         record.length = f'{steps:,} optimizer steps{planned}' + (
@@ -209,6 +252,7 @@ def _read_timm_summary(path: Path) -> TrainingSummary:
         metrics.append(Metric('accuracy', row['eval_top1'], 1, which, step=row['epoch'], step_unit='epoch'))
         if 'eval_top5' in row:
             metrics.append(Metric('accuracy', row['eval_top5'], 5, which, step=row['epoch'], step_unit='epoch'))
+    metrics = merge_same_point(metrics)
     args = _read_timm_args(path.parent / 'args.yaml')
     training = TrainingRecord(trainer='timm train.py')
     if args:

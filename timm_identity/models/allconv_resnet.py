@@ -21,9 +21,8 @@ from torch import nn
 
 from timm.layers import SelectAdaptivePool2d, get_norm_layer, register_notrace_function
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
-from timm.models._input import update_model_args  # records reconstruction args (save_for_hf)
 
+from ..timm_private import feature_take_indices, update_model_args  # update_model_args: args for save_for_hf
 from .fixed_projection import HEAD_TYPES, create_classifier
 from .residual_block import AllConvResidualBlock, init_conv_
 from ..pretrained.tags import check_after_load, check_before_load, load_hub_configs, weights_unreachable_error

@@ -223,7 +223,7 @@ def load_model_weights(model: torch.nn.Module, path: PathLike) -> None:
 def hub_config_writer(model, cfg: Dict[str, Any], mean, std, classes, step: int):
     """``write(path)``: the checkpoint's timm ``config.json`` (Hub form: label names, the run's mean/std, a tag
     and description naming the run), as :func:`save_checkpoint` takes it."""
-    from timm.models._hub import save_config_for_hf
+    from ..timm_private import save_config_for_hf
 
     def write(path):
         save_config_for_hf(

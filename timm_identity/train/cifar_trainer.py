@@ -257,7 +257,7 @@ def _loop(run: Run, batch_hook: Optional[BatchHook]) -> Dict[str, Any]:
             if batch_hook is not None:
                 x, y = batch_hook(step, x, y)
             loss, logits = train_step(run.train_model, run.optimizer, x, y, run.device, cfg['amp'],
-                                      cfg['label_smoothing'])
+                                      cfg['label_smoothing'], cfg['clip_grad'], cfg['clip_mode'])
             interval.loss.update(loss, bs)
             interval.acc.update(accuracy(logits, y, topk=(1,))[0], bs)
             interval.first_bad = torch.where((interval.first_bad < 0) & ~torch.isfinite(loss), step + 1,

@@ -26,13 +26,16 @@ def _add_train_parser(subparsers) -> argparse.ArgumentParser:
     recipes = '; '.join(f"{name}: batch {r['batch_size']}, {r['opt']}, lr {r['lr']}, {r['sched']}, "
                         f"{r['steps']} steps, label smoothing {r['label_smoothing']}" for name, r in RECIPES.items())
     p = subparsers.add_parser(
-        'train-cifar',
+        'train-cifar', epilog=CONFIG_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         help="train on CIFAR-10/100 with the paper's recipe (or a named one)",
         description="Train an all-conv residual net on CIFAR-10/100 from the official archives. The default "
                     "recipe is the paper's (SGD momentum 0.9, batch 128, wd 1e-4 on conv weights, lr 0.05 x0.1 "
                     "at 30k and 50k steps, 60k steps). Every recipe value below is a flag that overrides it. "
                     f"Recipes: {recipes}.",
     )
+    p.add_argument('-c', '--config', metavar='YAML',
+                   help="settings from a YAML file, as timm's train.py takes them (keys: these flags' names with "
+                        "'_' for '-'); the command line overrides it")
     g = p.add_argument_group('data and model')
     g.add_argument('--data-dir', help='official CIFAR python release: cifar-10-python.tar.gz, '
                                       'cifar-10-batches-py/ or a folder holding one (same for CIFAR-100)')
@@ -70,6 +73,10 @@ def _add_train_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument('--pad', type=int, help='zero padding before the random 32x32 crop (4)')
     g.add_argument('--hflip', action=argparse.BooleanOptionalAction, default=None)
     g.add_argument('--eval-every', type=int, help='evaluate on the full test set every N steps')
+    g.add_argument('--clip-grad', type=positive_float, metavar='X',
+                   help="clip gradients before each update (off by default): total norm X ('norm'), each value to "
+                        "+-X ('value'), or NFNet's adaptive clipping with ratio X ('agc', classifier left out)")
+    g.add_argument('--clip-mode', choices=('norm', 'value', 'agc'), help="with --clip-grad (default 'norm')")
     g = p.add_argument_group('run')
     g.add_argument('--seed', type=int, help='model init and data order (default 0)')
     g.add_argument('--out-dir', help='run folder (default runs/train-cifar-<dataset>-<recipe>-<time>)')
@@ -92,8 +99,52 @@ def _add_train_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+CONFIG_EPILOG = """\
+-c/--config YAML, e.g.
+  recipe: fast_cpu
+  model: allconv_resnet_cifar_w16_d3
+  channels_last: true
+  lr: 0.05
+  decay_steps: [30000, 50000]
+  model_kwargs: {head: linear}     # or a list: ["head=linear"]
+Keys are the flags' destination names (--no-verify-md5 is verify_md5: false); an unknown key is an error."""
+
+_NOT_SETTINGS = ('func', 'command', 'argument_default', 'config')
+
+
+def _apply_config_file(args: argparse.Namespace) -> None:
+    """Fill the settings the command line left unset from ``args.config`` (timm train.py's ``-c``: the file gives
+    defaults, the command line wins)."""
+    import yaml
+    path = Path(args.config)
+    try:
+        settings = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ValueError(f'-c {path}: cannot read it ({e.strerror})') from None
+    except yaml.YAMLError as e:
+        raise ValueError(f'-c {path}: not valid YAML ({str(e).splitlines()[0]})') from None
+    if not isinstance(settings, dict):
+        raise ValueError(f'-c {path}: expected a mapping of settings (key: value), got {type(settings).__name__}')
+    known = set(vars(args)) - set(_NOT_SETTINGS)
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"-c {path}: unknown setting(s) {unknown} (keys are train-cifar's flags with '_' for "
+                         f"'-', e.g. batch_size, weight_decay)")
+    for key, value in settings.items():
+        if getattr(args, key) is None:
+            if key == 'model_kwargs' and isinstance(value, dict):
+                value = [f'{k}={v!r}' for k, v in value.items()]
+            setattr(args, key, value)
+
+
 def _run_train(args: argparse.Namespace) -> int:
-    overrides = {k: v for k, v in vars(args).items() if k not in ('func', 'command', 'argument_default')}
+    if args.config:
+        try:
+            _apply_config_file(args)
+        except ValueError as e:
+            print(f'error: {e}', file=sys.stderr)
+            return 2
+    overrides = {k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS}
     if overrides.get('decay_steps') is not None:
         overrides['decay_steps'] = tuple(overrides['decay_steps'])
     try:

@@ -39,12 +39,15 @@ RUNTIME_DEFAULTS: Dict[str, Any] = dict(
     progress=True,
     plot=True,
     time_limit=None,         # minutes of wall time for this process; then checkpoint and stop (resumable)
+    clip_grad=None,          # gradient clipping threshold (None: off); what it means depends on clip_mode
+    clip_mode='norm',        # timm's dispatch_clip_grad: 'norm' (total L2 norm), 'value', 'agc' (NFNet's ratio)
 )
 
 # what a resumed run may not change: everything that changes what is computed
 # (``steps`` may change: it extends or shortens the run; for the cosine schedule that changes its shape)
 STRICT_KEYS = tuple(k for k in RECIPE_KEYS if k not in ('eval_every', 'steps')) + (
-    'recipe', 'dataset', 'label_type', 'model', 'model_kwargs', 'seed', 'init_from', 'freeze_backbone')
+    'recipe', 'dataset', 'label_type', 'model', 'model_kwargs', 'seed', 'init_from', 'freeze_backbone', 'clip_grad',
+    'clip_mode')
 
 
 def _normalise(value):
@@ -66,8 +69,8 @@ def resolve_config(overrides: Dict[str, Any], resume_config: Optional[Dict[str, 
     unknown = set(overrides) - set(RECIPE_KEYS) - set(RUNTIME_DEFAULTS)
     if unknown:
         raise ValueError(f'unknown settings {sorted(unknown)}')
-    if resume_config is not None:
-        cfg = dict(resume_config)
+    if resume_config is not None:  # settings added since the checkpoint was written take their defaults
+        cfg = {**{k: _normalise(v) for k, v in RUNTIME_DEFAULTS.items()}, **resume_config}
         changed = {k: (cfg.get(k), v) for k, v in overrides.items() if k in STRICT_KEYS and cfg.get(k) != v}
         if changed:
             lines = ', '.join(f'{k}: checkpoint {old!r} vs now {new!r}' for k, (old, new) in sorted(changed.items()))
@@ -115,6 +118,10 @@ def check_config(cfg: Dict[str, Any]) -> None:
     number('decay_rate', 0, low_open=True)
     if cfg['sched'] not in ('multistep', 'cosine', 'constant'):
         raise ValueError(f"sched must be 'multistep', 'cosine' or 'constant', got {cfg['sched']!r}")
+    if cfg['clip_grad'] is not None:
+        number('clip_grad', 0, low_open=True)
+    if cfg['clip_mode'] not in ('norm', 'value', 'agc'):
+        raise ValueError(f"--clip-mode must be 'norm', 'value' or 'agc', got {cfg['clip_mode']!r}")
     if cfg['amp'] not in ('none', 'bf16'):
         raise ValueError(f"amp must be 'none' or 'bf16', got {cfg['amp']!r}")
     if str(cfg['model']).startswith(('local-dir:', 'hf-hub:')):

@@ -2,14 +2,16 @@
 The loop (:mod:`.cifar_trainer`) and ``benchmarks/train_step.py`` both use :func:`train_step`."""
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from .device import autocast
 
-__all__ = ['build_optimizer', 'build_scheduler', 'train_step']
+__all__ = ['build_optimizer', 'build_scheduler', 'train_step', 'clipped_parameters', 'CLIP_MODES']
+
+CLIP_MODES = ('norm', 'value', 'agc')  # timm.utils.dispatch_clip_grad's modes
 
 
 def build_optimizer(model: torch.nn.Module, cfg: Dict[str, Any]) -> torch.optim.Optimizer:
@@ -44,14 +46,30 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Dict[str, Any]):
     return MultiStepLRScheduler(optimizer, decay_t=[], decay_rate=1.0, warmup_prefix=False, **warmup)  # constant
 
 
+def clipped_parameters(model: torch.nn.Module, mode: str) -> List[torch.nn.Parameter]:
+    """The parameters gradient clipping acts on: all of them, except for adaptive clipping (``'agc'``, NFNet),
+    which leaves the trainable classifier out, as NFNet does (the fixed projection head has no parameters)."""
+    params = list(model.parameters())
+    if mode != 'agc':
+        return params
+    head = model.get_classifier() if hasattr(model, 'get_classifier') else None
+    head_ids = {id(p) for p in head.parameters()} if isinstance(head, torch.nn.Module) else set()
+    return [p for p in params if id(p) not in head_ids]
+
+
 def train_step(model, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, device: torch.device,
-               amp: str = 'none', label_smoothing: float = 0.0) -> Tuple[torch.Tensor, torch.Tensor]:
-    """One update: forward (optionally bf16 autocast), cross-entropy in fp32, backward, optimizer step.
-    Returns the detached loss and logits; nothing waits for the device."""
+               amp: str = 'none', label_smoothing: float = 0.0, clip_grad: Optional[float] = None,
+               clip_mode: str = 'norm') -> Tuple[torch.Tensor, torch.Tensor]:
+    """One update: forward (optionally bf16 autocast), cross-entropy in fp32, backward, gradient clipping when
+    ``clip_grad`` is set (timm's ``dispatch_clip_grad``: total norm, value, or adaptive ``agc`` with
+    ``clip_grad`` the ratio), optimizer step. Returns the detached loss and logits; nothing waits for the device."""
     with autocast(device, amp):
         logits = model(x)
     loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if clip_grad is not None:
+        from timm.utils import dispatch_clip_grad
+        dispatch_clip_grad(clipped_parameters(model, clip_mode), clip_grad, mode=clip_mode)
     optimizer.step()
     return loss.detach(), logits.detach()
