@@ -16,35 +16,38 @@ from train_helpers import TINY_MODEL_KWARGS, TINY_RUN
 CPU = torch.device('cpu')
 
 
-def _update(clip_grad=None, clip_mode='norm', head='fixed'):
-    """Each parameter's change over one plain-SGD (lr 1) step of a fresh tiny model: minus its clipped gradient."""
+def _grads(clip_grad=None, clip_mode='norm', head='fixed'):
+    """Each parameter's gradient as one train_step of a fresh tiny model leaves it: clipped when asked."""
     torch.manual_seed(0)
     model = timm.create_model('allconv_resnet_cifar', num_classes=10, head=head, **TINY_MODEL_KWARGS)
     if head == 'linear':
         torch.nn.init.normal_(model.get_classifier().weight, std=0.1)
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     x, y = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1)), torch.arange(8) % 10
     train_step(model, optimizer, x, y, CPU, clip_grad=clip_grad, clip_mode=clip_mode)
-    return {n: before[n] - p.detach() for n, p in model.named_parameters()}
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+
+
+def _flat(grads):
+    return torch.cat([g.flatten() for g in grads.values()])
 
 
 def test_clip_by_norm_bounds_the_total_gradient_norm():
-    free = torch.cat([g.flatten() for g in _update().values()])
-    clipped = torch.cat([g.flatten() for g in _update(1e-3).values()])
+    free, clipped = _flat(_grads()), _flat(_grads(1e-3))
     assert free.norm() > 1e-2
     assert clipped.norm() == pytest.approx(1e-3, rel=1e-4)
     assert torch.allclose(clipped / clipped.norm(), free / free.norm(), atol=1e-6)  # direction kept
 
 
 def test_clip_by_value_caps_each_entry():
-    free = torch.cat([g.flatten() for g in _update().values()])
-    clipped = torch.cat([g.flatten() for g in _update(1e-4, 'value').values()])
-    assert free.abs().max() > 1e-4 and clipped.abs().max() == pytest.approx(1e-4, rel=1e-5)
+    free, clipped = _flat(_grads()), _flat(_grads(1e-4, 'value'))
+    assert free.abs().max() > 1e-4 and clipped.abs().max() == pytest.approx(1e-4, rel=1e-6)
+    small = free.abs() < 1e-4
+    assert torch.equal(clipped[small], free[small])  # entries under the cap are untouched
 
 
 def test_adaptive_clipping_leaves_the_trainable_classifier_out():
-    free, clipped = _update(head='linear'), _update(1e-3, 'agc', head='linear')
+    free, clipped = _grads(head='linear'), _grads(1e-3, 'agc', head='linear')
     head = {n for n in free if n.startswith('fc.')}
     assert head and all(torch.equal(free[n], clipped[n]) for n in head)
     assert any(clipped[n].norm() < 0.5 * free[n].norm() for n in free if n not in head)
@@ -62,7 +65,8 @@ def test_config_file_gives_settings_and_the_command_line_wins(tmp_path, tiny_cif
                  '--steps', '3', '--eval-every', '3', *[a for a in TINY_RUN if a not in
                  ('--model-kwargs', 'depths=(1,1,1)', 'widths=(8,16,32)', 'stem_chs=8')]]) == 0
     cfg = json.loads((out / 'summary.json').read_text())['config']
-    assert (cfg['steps'], cfg['lr'], cfg['warmup_steps'], cfg['clip_grad'], cfg['clip_mode']) == (3, 0.02, 1, 2.0, 'agc')
+    got = (cfg['steps'], cfg['lr'], cfg['warmup_steps'], cfg['clip_grad'], cfg['clip_mode'])
+    assert got == (3, 0.02, 1, 2.0, 'agc')  # steps from the command line, the rest from the file
     assert cfg['model_kwargs']['head'] == 'linear' and cfg['verify_md5'] is False
 
 
