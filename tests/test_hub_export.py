@@ -210,6 +210,32 @@ def test_export_cli_missing_label_names_file_is_a_clear_error(tmp_path, capsys):
     assert 'labels.txt' in capsys.readouterr().err and not (tmp_path / 'out').exists()
 
 
+def test_export_names_the_base_model_of_a_train_py_fine_tune(tmp_path, capsys):
+    """timm train.py runs record --pretrained --model NAME in args.yaml: the card's base_model comes from it;
+    --base-model gives or overrides it; a bare --pretrained-path records none."""
+    import yaml
+    run = tmp_path / 'run'
+    run.mkdir()
+    torch.save(dict(epoch=0, arch='allconv_resnet_cifar', state_dict=tiny_model(0).state_dict(),
+                    args=argparse.Namespace(model='allconv_resnet_cifar', model_kwargs=dict(TINY))),
+               run / 'model_best.pth.tar')
+    (run / 'summary.csv').write_text('epoch,eval_top1\n0,50.0\n')
+    card = write_model_card(tmp_path)
+    for args, base in [(dict(model='allconv_resnet_cifar_w16_d3.cifar10', pretrained=True),
+                        'timm-identity/allconv_resnet_cifar_w16_d3.cifar10'),
+                       (dict(model='hf-hub:someone/my-net', pretrained=True), 'someone/my-net'),
+                       (dict(model='allconv_resnet_cifar', pretrained=True, pretrained_path='/w.pth'), None),
+                       (dict(model='allconv_resnet_cifar', pretrained=False), None)]:
+        (run / 'args.yaml').write_text(yaml.safe_dump(args))
+        folder = export_checkpoint(run, tmp_path / 'out', tag='ft', model_card=card, overwrite=True)
+        assert ModelCard((folder / 'README.md').read_text()).data.base_model == base, args
+    from timm_identity.cli import main
+    assert main(['export', str(run), '--tag', 'ft', '--base-model', 'me/base', '--dataset', 'cifar100',
+                 '--model-card', str(card), '--output', str(tmp_path / 'cli')]) == 0, capsys.readouterr().err
+    data = ModelCard((tmp_path / 'cli' / 'README.md').read_text()).data
+    assert data.base_model == 'me/base' and data.datasets == ['uoft-cs/cifar100']
+
+
 def test_export_timm_run_folder_after_resume(tmp_path):
     """A timm train.py run folder after `--resume` (summary.csv with a second header row, as a real resume
     wrote it): exported, and the card says what the folder records and nothing else."""
@@ -231,7 +257,8 @@ def test_export_timm_run_folder_after_resume(tmp_path):
     results = {(e.dataset_split, e.metric_name): e.metric_value for e in card.data.eval_results}
     assert results == {('test', 'Top-1 accuracy (these weights (epoch 1))'): 10.0,  # model_best is epoch 1 here
                        ('test', 'Top-5 accuracy (these weights (epoch 1))'): 70.0}
-    assert '| final, epoch 2: other weights than these | 80.00 | 20.00 | 30.00 |' in card.text
+    assert ('| final = best during training, epoch 2 (best picked by its test split error): other weights than these '
+            '| 80.00 | 20.00 | 30.00 |') in card.text
     text = card.text
     assert '- **Trainer:** timm train.py' in text and '- **Length:** 3 epochs of 3 planned (summary.csv)' in text
     assert '- **Recipe:** model allconv_resnet_cifar, opt momentum, lr 0.05, batch_size 8' in text

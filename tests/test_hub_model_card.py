@@ -91,8 +91,9 @@ def test_timm_summary_csv_of_a_resumed_run(tmp_path):
     csv.write_bytes(RESUMED_SUMMARY_CSV.encode())
     assert [r['epoch'] for r in read_timm_summary_csv(csv)] == [0, 1, 2]
     read = read_summary(csv)
-    assert [(m.topk, m.which, m.accuracy) for m in read.metrics] == [
-        (1, 'final', 20.0), (5, 'final', 70.0), (1, 'best during training', 20.0), (5, 'best during training', 70.0)]
+    # the best epoch is the final one: each number once, the final marked as also the best
+    assert [(m.topk, m.which, m.accuracy, m.also_best) for m in read.metrics] == [
+        (1, 'final', 20.0, True), (5, 'final', 70.0, True)]
     assert read.training.length == '3 epochs (summary.csv)'
 
 
@@ -107,8 +108,7 @@ def test_timm_summary_csv_partial_rows_and_restarts(tmp_path, caplog):
     assert [(r['epoch'], r['eval_top1']) for r in rows] == [(0, 60.0), (1, 70.0), (2, 72.0)]
     assert f'{csv}: skipped partial row(s) on line(s) [4, 7]' in caplog.text
     read = read_summary(csv)
-    assert [(m.which, m.accuracy) for m in read.metrics if m.topk == 1] == [('final', 72.0),
-                                                                            ('best during training', 72.0)]
+    assert [(m.which, m.accuracy, m.also_best) for m in read.metrics if m.topk == 1] == [('final', 72.0, True)]
     for text, match in [('0,2.0,1.9,60.0,90.0\r\n', 'line 1|:1: a row before any header'),
                         ('epoch,train_loss\r\n0,2.0\r\n', 'no rows with an eval_top1 column')]:
         csv.write_bytes(text.encode())
@@ -169,3 +169,31 @@ def test_card_usage_names_the_package_and_only_what_it_installs():
     assert modules == {'timm_identity'}
     for module in modules:  # each is part of the installed package
         importlib.import_module(module)
+
+
+def test_a_best_that_is_the_final_point_is_listed_once(tmp_path):
+    p = tmp_path / 'summary.json'
+    p.write_text(json.dumps(dict(final_test_error=8.65, final_step=36000, best_test_error=8.65, best_step=36000,
+                                 test_images=10000, steps=36000)))
+    read = read_summary(p)
+    card = ModelCard(render_model_card(_info(metrics=read.metrics, training=read.training), None))
+    assert [(e.metric_name, e.metric_value) for e in card.data.eval_results] == [('Top-1 accuracy (final)', 91.35)]
+    rows = [line for line in card.text.splitlines() if line.startswith('| final')]
+    assert rows == ['| final = best during training, step 36,000 (best picked by its test split error) | 8.65 | 91.35 '
+                    '| - |'] and '| best during training' not in card.text
+
+
+def test_card_commands_run_elsewhere_and_the_license_is_stated():
+    from timm_identity.hub.training_sources import portable_command, train_cifar_record
+    words, note = portable_command(['timm-identity', 'train-cifar', '--data-dir', '/tmp/x/cifar-10-batches-py',
+                                    '--steps', '5'])
+    assert words == ['timm-identity', 'train-cifar', '--data-dir', 'cifar-10-batches-py', '--steps', '5']
+    assert note == 'run it in the folder that holds `cifar-10-batches-py` (the official release)'
+    assert portable_command(['x', '--data-dir=/d/cifar-100-python'])[0] == ['x', '--data-dir=cifar-100-python']
+    assert portable_command(['x', '--data-dir', 'data/c10']) == (['x', '--data-dir', 'data/c10'], None)
+    record = train_cifar_record({'recipe': 'paper'}, 5, None, ['/venv/bin/timm-identity', 'train-cifar',
+                                                               '--data-dir', '/tmp/c/cifar-10-batches-py'])
+    assert record.command.startswith('`timm-identity train-cifar --data-dir cifar-10-batches-py` (run it in')
+    text = ModelCard(render_model_card(_info(training=record), None)).text
+    assert '/tmp/' not in text
+    assert '- **License:** apache-2.0: these weights are released under it' in text

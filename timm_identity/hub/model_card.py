@@ -120,11 +120,12 @@ def evaluated_on(info: ModelInfo) -> str:
 
 def metric_label(metric: Metric, split: Optional[str] = None) -> str:
     """The row label of a metric in the card's text: which point of the run, and whether it is these weights."""
-    label = metric.which
+    label = metric.which + (' = best during training' if metric.also_best else '')
     if metric.step is not None and str(metric.step) not in label:
         label += f', {metric.step_unit} {metric.step:,}'
-    if metric.which.startswith('best'):
-        label += f' (picked by its {split or NOT_RECORDED} split error)'
+    if metric.which.startswith('best') or metric.also_best:
+        label += f' (best picked by its {split or NOT_RECORDED} split error)' if metric.also_best else \
+            f' (picked by its {split or NOT_RECORDED} split error)'
     if not metric.of_these_weights:
         label += ': other weights than these'
     return label

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import yaml
 
 __all__ = ['Metric', 'TrainingRecord', 'TrainingSummary', 'read_summary', 'read_timm_summary_csv',
-           'train_cifar_record', 'merge_same_point', 'portable_command', 'FINAL_AND_BEST']
+           'train_cifar_record', 'merge_same_point', 'portable_command']
 
 
 @dataclass
@@ -27,6 +27,7 @@ class Metric:
     step: Optional[int] = None
     of_these_weights: bool = True
     step_unit: str = 'step'  # 'epoch' for timm train.py
+    also_best: bool = False  # a 'final' metric that is also the run's best (same point): listed once
 
     @property
     def accuracy(self) -> float:
@@ -117,23 +118,19 @@ def read_summary(path: Union[str, Path]) -> TrainingSummary:
     return TrainingSummary(metrics, details, training, raw)
 
 
-FINAL_AND_BEST = 'final, also the best during training'
-
-
 def merge_same_point(metrics: List[Metric]) -> List[Metric]:
-    """One metric where the run's best point is its final one (same step, same value): the card then lists it
-    once, as ``FINAL_AND_BEST``, instead of the same number twice."""
+    """One metric where the run's best point is its final one (same step, same value): the 'final' metric,
+    marked ``also_best``, so that the card lists the number once."""
+    def twin(best: Metric, final: Metric) -> bool:
+        return (best.which == 'best during training' and final.which == 'final' and best.topk == final.topk
+                and best.step is not None and best.step == final.step and best.value == final.value)
     out = []
     for m in metrics:
-        final = next((f for f in metrics if f.which == 'final' and f.topk == m.topk), None)
-        same = final is not None and m.step is not None and m.step == final.step and m.value == final.value
-        if m.which == 'best during training' and same:
+        if any(twin(m, f) for f in metrics):
             continue
-        twin = m.which == 'final' and any(b.which == 'best during training' and b.topk == m.topk
-                                          and b.step is not None and b.step == m.step and b.value == m.value
-                                          for b in metrics)
-        out.append(Metric(m.kind, m.value, m.topk, FINAL_AND_BEST, m.step, m.of_these_weights, m.step_unit)
-                   if twin else m)
+        if any(twin(b, m) for b in metrics):
+            m = Metric(m.kind, m.value, m.topk, m.which, m.step, m.of_these_weights, m.step_unit, also_best=True)
+        out.append(m)
     return out
 
 
