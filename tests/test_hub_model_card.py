@@ -188,7 +188,7 @@ def test_card_commands_run_elsewhere_and_the_license_is_stated():
     words, note = portable_command(['timm-identity', 'train-cifar', '--data-dir', '/tmp/x/cifar-10-batches-py',
                                     '--steps', '5'])
     assert words == ['timm-identity', 'train-cifar', '--data-dir', 'cifar-10-batches-py', '--steps', '5']
-    assert note == 'run it in the folder that holds `cifar-10-batches-py` (the official release)'
+    assert note == 'run it in the folder that holds `cifar-10-batches-py`, the official release'
     assert portable_command(['x', '--data-dir=/d/cifar-100-python'])[0] == ['x', '--data-dir=cifar-100-python']
     assert portable_command(['x', '--data-dir', 'data/c10']) == (['x', '--data-dir', 'data/c10'], None)
     record = train_cifar_record({'recipe': 'paper'}, 5, None, ['/venv/bin/timm-identity', 'train-cifar',

@@ -76,3 +76,18 @@ def test_shipped_weights_with_a_trainable_head_of_the_same_classes():
     x, _ = _sample(base.pretrained_cfg)
     with torch.no_grad():
         assert torch.allclose(linear(x[:8]), base(x[:8]), atol=1e-5)
+
+
+@pytest.mark.parametrize('tag', sorted(KNOWN))
+def test_shipped_card_lists_each_result_once_with_a_runnable_command_and_the_licence(tag):
+    import re
+    import shlex
+    from huggingface_hub import ModelCard
+    card = ModelCard((hub_configs_dir() / tag / 'README.md').read_text())
+    results = [(e.metric_name, e.metric_value) for e in card.data.eval_results]
+    assert len({v for _, v in results}) == len(results), results  # no number twice in the metadata
+    [command] = re.findall(r'^- \*\*Command:\*\* `([^`]*)`', card.text, flags=re.M)
+    words = shlex.split(command)
+    assert not any(Path(w).is_absolute() for w in words), command  # no path of the machine that trained it
+    assert words[words.index('--data-dir') + 1] in ('cifar-10-batches-py', 'cifar-100-python')
+    assert card.data.license == 'apache-2.0' and '- **License:** apache-2.0: these weights are released' in card.text

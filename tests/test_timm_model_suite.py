@@ -1,22 +1,27 @@
 """timm's own model test suite (its tests/test_models.py, the contract every timm model meets) on our models.
 
-Opt-in: set TIMM_SRC to a timm source checkout (timm's pip package has no tests/, and CI cannot fetch it).
-The suite file is copied into a temporary folder beside a conftest.py that imports timm_identity first (so
-timm's module-level list_models() sees our models), and run with ``-k allconv`` against the *installed*
-timm. Nothing of timm's is kept or committed. tests/test_models.py restates each contract so that CI checks
-them always. Three runs:
+TIMM_SRC: a timm source tree with tests/test_models.py: a checkout, or the source distribution of the installed
+version, which .ci/run fetches from the package index every time (``pip download --no-binary :all: --no-deps
+timm==VERSION``; timm's wheel has no tests/). The suite file is copied into a temporary folder beside a
+conftest.py that imports timm_identity first (so timm's module-level list_models() sees our models), with our
+module ``allconv_resnet`` added to its ``FEAT_INTER_FILTERS`` (the modules whose models have
+``forward_intermediates``, listed by module as timm lists its own families), and run with ``-k allconv``
+against the *installed* timm. Nothing of timm's is kept or committed. tests/test_models.py restates each
+contract so that a run without TIMM_SRC checks them too. Three runs:
 
 1. the package as it is: every test timm parametrizes over our models and tags must pass (the pretrained
    tests are parametrized over ``list_models(pretrained=True)``, so they run only for tags that have weights;
-   at timm commit aa4b5850: 17 tests, forward/backward/default_cfgs/torchscript/features/fx/fx+torchscript);
+   forward/backward/default_cfgs/torchscript/features/forward_intermediates/fx/fx+torchscript);
 2. with ``TIMM_IDENTITY_HUB_CONFIGS`` pointing at a copy of hub_configs/ where the cifar10 tag has exported
    weights (a random-init Table 1 net, written by ``export --to-hub-configs``): timm's
    ``test_model_load_pretrained`` / ``test_model_features_pretrained`` must pass for it;
 3. the package's shipped tags (the ones ``timm.list_pretrained('allconv*')`` lists): the same two tests for each.
 
-Several minutes on 2 CPU cores (the ImageNet net runs at 224x224 in some of timm's tests):
+Locally (about half a minute on 2 CPU cores):
 
-    TIMM_SRC=/path/to/pytorch-image-models python -m pytest -q tests/test_timm_model_suite.py -s
+    pip download --no-deps --no-binary :all: "timm==$(python -c 'import timm; print(timm.__version__)')" -d /tmp/t
+    tar -xzf /tmp/t/timm-*.tar.gz -C /tmp/t
+    TIMM_SRC=$(ls -d /tmp/t/timm-*/) python -m pytest -q tests/test_timm_model_suite.py -s
 """
 import os
 import re
@@ -32,13 +37,19 @@ SUITE = Path(TIMM_SRC) / 'tests' / 'test_models.py'
 
 pytestmark = pytest.mark.skipif(
     not (TIMM_SRC and SUITE.is_file()),
-    reason='TIMM_SRC is not set to a timm source checkout (git clone https://github.com/huggingface/pytorch-image-models)')
+    reason='TIMM_SRC is not set to a timm source tree with tests/test_models.py (.ci/run fetches timm\'s sdist)')
+
+
+FEAT_INTER = 'FEAT_INTER_FILTERS = ['
 
 
 def _run_suite(tmp_path, select, env_extra=None):
     suite_dir = tmp_path / 'timm_suite'
     suite_dir.mkdir(exist_ok=True)
-    shutil.copy(SUITE, suite_dir / 'test_models.py')
+    text = SUITE.read_text()
+    assert FEAT_INTER in text, (f'{SUITE} no longer defines FEAT_INTER_FILTERS (the list of modules whose models '
+                                f'have forward_intermediates): update this wrapper to the new timm test file')
+    (suite_dir / 'test_models.py').write_text(text.replace(FEAT_INTER, FEAT_INTER + "'allconv_resnet', ", 1))
     (suite_dir / 'conftest.py').write_text('import timm_identity  # noqa: F401  registers our models first\n')
     env = {**os.environ, 'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '2'), **(env_extra or {})}
     env.pop('GITHUB_ACTIONS', None)  # timm skips its pretrained tests on GitHub runners
@@ -56,6 +67,9 @@ def _run_suite(tmp_path, select, env_extra=None):
 def test_timm_suite_on_our_models(tmp_path):
     code, counts, out = _run_suite(tmp_path, 'allconv')
     assert code == 0 and counts.get('passed', 0) >= 17 and not counts.get('failed'), out[-6000:]
+    for model in ('allconv_resnet_cifar', 'allconv_resnet_imagenet'):  # the tests FEAT_INTER_FILTERS selects
+        assert f'PASSED test_models.py::test_model_forward_intermediates[1-{model}]' in out, out[-6000:]
+        assert f'PASSED test_models.py::test_model_forward_intermediates_features[1-{model}]' in out, out[-6000:]
 
 
 def test_timm_pretrained_tests_pass_for_a_tag_with_weights(tmp_path):

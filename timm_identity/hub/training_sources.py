@@ -151,7 +151,7 @@ def portable_command(words: Sequence[str]) -> Tuple[List[str], Optional[str]]:
             words[i] = f'--data-dir={short}'
         else:
             words[i + 1] = short
-        notes.append(f'run it in the folder that holds `{short}` (the official release)')
+        notes.append(f'run it in the folder that holds `{short}`, the official release')
     return words, '; '.join(notes) or None
 
 
