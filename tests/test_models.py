@@ -467,3 +467,21 @@ def test_fx_trace_forward_backward_script_and_input_checks():
     assert all(p.grad is not None for p in fx_train.parameters())
     feats = timm.create_model('allconv_resnet_cifar', features_only=True, feature_cls='fx', **TINY)
     assert [f.shape[1] for f in feats(x)] == [8, 8, 16, 32]
+
+
+def test_device_and_dtype_factory_kwargs_and_reset_classifier_keep_them():
+    """timm 1.0.31's model contract: create_model(device=..., dtype=...) creates every tensor there, and
+    reset_classifier builds the new head on the model's device, in its dtype and mode."""
+    import timm
+    meta = timm.create_model('allconv_resnet_cifar', device='meta', dtype=torch.float32)
+    assert {t.device.type for t in [*meta.parameters(), *meta.buffers()]} == {'meta'}
+    half = timm.create_model('allconv_resnet_cifar', depths=(1, 1, 1), dtype=torch.bfloat16).eval()
+    assert {t.dtype for t in [*half.parameters(), *half.buffers()]} == {torch.bfloat16}
+    ref = timm.create_model('allconv_resnet_cifar', depths=(1, 1, 1))
+    assert torch.equal(half.fc.weight, ref.fc.weight.to(torch.bfloat16))  # the same fixed projection
+    for head in ('fixed', 'linear'):
+        half.reset_classifier(5, head=head)
+        tensors = [*half.fc.parameters(), *half.fc.buffers()]
+        assert tensors and all(t.dtype == torch.bfloat16 for t in tensors) and not half.fc.training
+    with pytest.raises(TypeError):
+        timm.create_model('allconv_resnet_cifar', not_a_model_arg=1)

@@ -5,9 +5,10 @@ version, which .ci/run fetches from the package index every time (``pip download
 timm==VERSION``; timm's wheel has no tests/). The suite file is copied into a temporary folder beside a
 conftest.py that imports timm_identity first (so timm's module-level list_models() sees our models), with our
 module ``allconv_resnet`` added to its ``FEAT_INTER_FILTERS`` (the modules whose models have
-``forward_intermediates``, listed by module as timm lists its own families), and run with ``-k allconv``
-against the *installed* timm. Nothing of timm's is kept or committed. tests/test_models.py restates each
-contract so that a run without TIMM_SRC checks them too. Three runs:
+``forward_intermediates``, listed by module as timm lists its own families) and its reset_classifier check
+counting the classifier's buffers as well as its parameters (the paper's fixed projection is a buffer), and
+run with ``-k allconv`` against the *installed* timm. Nothing of timm's is kept or committed.
+tests/test_models.py restates each contract so that a run without TIMM_SRC checks them too. Three runs:
 
 1. the package as it is: every test timm parametrizes over our models and tags must pass (the pretrained
    tests are parametrized over ``list_models(pretrained=True)``, so they run only for tags that have weights;
@@ -41,6 +42,11 @@ pytestmark = pytest.mark.skipif(
 
 
 FEAT_INTER = 'FEAT_INTER_FILTERS = ['
+# timm's check that reset_classifier keeps the model's device and dtype collects the new classifier's parameters
+# and asserts there are some. The paper's last layer is a fixed random projection, a buffer: a classifier without
+# parameters by design. The copy checks the same for the classifier's parameters and buffers.
+CLASSIFIER_PARAMS = '    parameters = [parameter for head in classifiers for parameter in head.parameters()]\n'
+CLASSIFIER_TENSORS = '    parameters = [t for head in classifiers for t in (*head.parameters(), *head.buffers())]\n'
 
 
 def _run_suite(tmp_path, select, env_extra=None):
@@ -49,7 +55,12 @@ def _run_suite(tmp_path, select, env_extra=None):
     text = SUITE.read_text()
     assert FEAT_INTER in text, (f'{SUITE} no longer defines FEAT_INTER_FILTERS (the list of modules whose models '
                                 f'have forward_intermediates): update this wrapper to the new timm test file')
-    (suite_dir / 'test_models.py').write_text(text.replace(FEAT_INTER, FEAT_INTER + "'allconv_resnet', ", 1))
+    text = text.replace(FEAT_INTER, FEAT_INTER + "'allconv_resnet', ", 1)
+    if 'def _assert_reset_classifier_preserves_parent_device_dtype' in text:
+        assert CLASSIFIER_PARAMS in text, (f'{SUITE}: its reset_classifier device/dtype check changed: update '
+                                           f'CLASSIFIER_PARAMS in this wrapper')
+        text = text.replace(CLASSIFIER_PARAMS, CLASSIFIER_TENSORS, 1)
+    (suite_dir / 'test_models.py').write_text(text)
     (suite_dir / 'conftest.py').write_text('import timm_identity  # noqa: F401  registers our models first\n')
     env = {**os.environ, 'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '2'), **(env_extra or {})}
     env.pop('GITHUB_ACTIONS', None)  # timm skips its pretrained tests on GitHub runners

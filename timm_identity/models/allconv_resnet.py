@@ -150,8 +150,11 @@ class AllConvResNet(nn.Module):
             conv_bias: bool = True,
             drop_rate: float = 0.,
             branch_gate: bool = False,
+            device=None,
+            dtype=None,
     ):
         super().__init__()
+        dd = {'device': device, 'dtype': dtype}  # timm's factory kwargs: where and in which dtype to create
         if not (len(depths) == len(widths) == len(strides)):
             raise ValueError(f'depths, widths and strides must have one entry per stage, '
                              f'got {len(depths)}, {len(widths)}, {len(strides)}.')
@@ -169,7 +172,7 @@ class AllConvResNet(nn.Module):
         norm_layer = get_norm_layer(norm_layer)
 
         self.stem = nn.Conv2d(in_chans, stem_chs, stem_kernel_size, stride=stem_stride,
-                              padding=stem_kernel_size // 2, bias=conv_bias)
+                              padding=stem_kernel_size // 2, bias=conv_bias, **dd)
         init_conv_(self.stem, 'standard')
         reduction = stem_stride
         self.feature_info = [dict(num_chs=stem_chs, reduction=reduction, module='stem')]
@@ -183,7 +186,7 @@ class AllConvResNet(nn.Module):
                 blocks.append(AllConvResidualBlock(
                     prev_chs, width, stride=stride if block_idx == 0 else 1, kernel_size=kernel_size,
                     bias=conv_bias, shortcut=shortcut, init=init, norm_layer=norm_layer,
-                    branch_gate=branch_gate, num_blocks=num_blocks,
+                    branch_gate=branch_gate, num_blocks=num_blocks, **dd,
                 ))
                 prev_chs = width
             reduction *= stride
@@ -196,7 +199,8 @@ class AllConvResNet(nn.Module):
 
         self.global_pool = _create_pool(global_pool)
         self.head_drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.fc = create_classifier(self.num_features * self.global_pool.feat_mult(), num_classes, head, head_seed)
+        self.fc = create_classifier(self.num_features * self.global_pool.feat_mult(), num_classes, head, head_seed,
+                                    **dd)
         if init == 'fixup' and isinstance(self.fc, nn.Linear):  # Fixup: the (trainable) classifier starts at 0
             nn.init.zeros_(self.fc.weight)
             nn.init.zeros_(self.fc.bias)
@@ -222,9 +226,11 @@ class AllConvResNet(nn.Module):
             self.head_type = head
         if global_pool is not None:
             self.global_pool = _create_pool(global_pool)
-        device = self.stem.weight.device
-        self.fc = create_classifier(
-            self.num_features * self.global_pool.feat_mult(), num_classes, self.head_type, self.head_seed).to(device)
+        # on the device and in the dtype of the model's parameters, as timm's models do
+        self.fc = create_classifier(self.num_features * self.global_pool.feat_mult(), num_classes, self.head_type,
+                                    self.head_seed, device=self.stem.weight.device, dtype=self.stem.weight.dtype)
+        self.fc.train(self.training)  # new modules take the model's mode
+        self.global_pool.train(self.training)
         # keep timm's reconstruction args (what save_for_hf writes to config.json) in step with the new head
         update_model_args(self, num_classes=num_classes, head=self.head_type)
 

@@ -22,14 +22,17 @@ class FixedRandomProjection(nn.Module):
 
     weight: torch.Tensor
 
-    def __init__(self, in_features: int, out_features: int, seed: int = 0):
+    def __init__(self, in_features: int, out_features: int, seed: int = 0, device=None, dtype=None):
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
         self.seed = seed
+        # drawn on CPU in float32 from its own generator, so the same seed gives the same W on every device,
+        # then placed where the model is created (timm's device / dtype factory kwargs)
         generator = torch.Generator().manual_seed(seed)
         weight = torch.randn(out_features, in_features, generator=generator, dtype=torch.float32)
-        self.register_buffer('weight', weight / math.sqrt(in_features), persistent=True)
+        weight = (weight / math.sqrt(in_features)).to(device=device, dtype=dtype or torch.float32)
+        self.register_buffer('weight', weight, persistent=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight)
@@ -38,7 +41,8 @@ class FixedRandomProjection(nn.Module):
         return f'in_features={self.in_features}, out_features={self.out_features}, seed={self.seed}'
 
 
-def create_classifier(num_features: int, num_classes: int, head: str = 'fixed', seed: int = 0) -> nn.Module:
+def create_classifier(num_features: int, num_classes: int, head: str = 'fixed', seed: int = 0, device=None,
+                      dtype=None) -> nn.Module:
     """The classifier: ``fixed`` (the paper's untrained projection), ``linear`` (a trainable
     ``nn.Linear``, for downstream fine-tuning), or ``nn.Identity`` when ``num_classes == 0``."""
     if head not in HEAD_TYPES:
@@ -46,5 +50,5 @@ def create_classifier(num_features: int, num_classes: int, head: str = 'fixed', 
     if num_classes <= 0:
         return nn.Identity()
     if head == 'fixed':
-        return FixedRandomProjection(num_features, num_classes, seed=seed)
-    return nn.Linear(num_features, num_classes)
+        return FixedRandomProjection(num_features, num_classes, seed=seed, device=device, dtype=dtype)
+    return nn.Linear(num_features, num_classes, device=device, dtype=dtype)

@@ -91,7 +91,8 @@ class AvgPoolPadShortcut(nn.Module):
         return f'{self.in_chs}, {self.out_chs}, stride={self.stride}'
 
 
-def create_shortcut(in_chs: int, out_chs: int, stride: int, shortcut: str = 'avgpool') -> nn.Module:
+def create_shortcut(in_chs: int, out_chs: int, stride: int, shortcut: str = 'avgpool', device=None,
+                    dtype=None) -> nn.Module:
     """Identity where the shape is kept; else ``avgpool`` (pool + zero pad) or ``proj`` (strided 1x1 conv)."""
     if shortcut not in SHORTCUT_TYPES:
         raise ValueError(f"Unknown shortcut {shortcut!r}; expected one of {SHORTCUT_TYPES}.")
@@ -99,15 +100,15 @@ def create_shortcut(in_chs: int, out_chs: int, stride: int, shortcut: str = 'avg
         return nn.Identity()
     if shortcut == 'avgpool':
         return AvgPoolPadShortcut(in_chs, out_chs, stride)
-    return nn.Conv2d(in_chs, out_chs, kernel_size=1, stride=stride, bias=False)
+    return nn.Conv2d(in_chs, out_chs, kernel_size=1, stride=stride, bias=False, device=device, dtype=dtype)
 
 
 class ScalarBias(nn.Module):
     """``x + b``: one learnable scalar ``b`` for the whole tensor, starting at 0 (Fixup's scalar bias)."""
 
-    def __init__(self):
+    def __init__(self, device=None, dtype=None):
         super().__init__()
-        self.bias = nn.Parameter(torch.zeros(1))
+        self.bias = nn.Parameter(torch.zeros(1, device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.bias.to(x.dtype)
@@ -117,9 +118,9 @@ class ScalarScale(nn.Module):
     """``s * x``: one learnable scalar ``s`` starting at ``init_value`` (0: the SkipInit / ReZero gate;
     1: Fixup's multiplier)."""
 
-    def __init__(self, init_value: float = 1.0):
+    def __init__(self, init_value: float = 1.0, device=None, dtype=None):
         super().__init__()
-        self.weight = nn.Parameter(torch.full((1,), float(init_value)))
+        self.weight = nn.Parameter(torch.full((1,), float(init_value), device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.weight.to(x.dtype)
@@ -166,28 +167,31 @@ class AllConvResidualBlock(nn.Module):
             act_layer: Callable[..., nn.Module] = nn.ReLU,
             branch_gate: bool = False,
             num_blocks: Optional[int] = None,
+            device=None,
+            dtype=None,
     ):
         super().__init__()
+        dd = {'device': device, 'dtype': dtype}  # timm's factory kwargs: where and in which dtype to create
         fixup = init == 'fixup'
         if fixup and not (isinstance(num_blocks, int) and num_blocks >= 1):
             raise ValueError(f"init='fixup' needs num_blocks (L, the number of residual blocks in the "
                              f"network) >= 1, got {num_blocks!r}.")
         padding = kernel_size // 2
-        self.conv1 = nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=padding, bias=bias)
-        self.norm1 = norm_layer(out_chs) if norm_layer is not None else nn.Identity()
+        self.conv1 = nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=padding, bias=bias, **dd)
+        self.norm1 = norm_layer(out_chs).to(**dd) if norm_layer is not None else nn.Identity()
         self.act = act_layer()
-        self.conv2 = nn.Conv2d(out_chs, out_chs, kernel_size, stride=1, padding=padding, bias=bias)
-        self.norm2 = norm_layer(out_chs) if norm_layer is not None else nn.Identity()
-        self.shortcut = create_shortcut(in_chs, out_chs, stride, shortcut)
+        self.conv2 = nn.Conv2d(out_chs, out_chs, kernel_size, stride=1, padding=padding, bias=bias, **dd)
+        self.norm2 = norm_layer(out_chs).to(**dd) if norm_layer is not None else nn.Identity()
+        self.shortcut = create_shortcut(in_chs, out_chs, stride, shortcut, **dd)
         # Fixup's scalar biases / multiplier (Identity otherwise: the paper's block has none)
-        self.bias1a = ScalarBias() if fixup else nn.Identity()
-        self.bias1b = ScalarBias() if fixup else nn.Identity()
-        self.bias2a = ScalarBias() if fixup else nn.Identity()
-        self.scale = ScalarScale(1.0) if fixup else nn.Identity()
-        self.bias2b = ScalarBias() if fixup else nn.Identity()
+        self.bias1a = ScalarBias(**dd) if fixup else nn.Identity()
+        self.bias1b = ScalarBias(**dd) if fixup else nn.Identity()
+        self.bias2a = ScalarBias(**dd) if fixup else nn.Identity()
+        self.scale = ScalarScale(1.0, **dd) if fixup else nn.Identity()
+        self.bias2b = ScalarBias(**dd) if fixup else nn.Identity()
         # Fixup feeds x + bias1a to a shape-changing shortcut, plain x to an identity one
         self.shortcut_sees_bias = fixup and not isinstance(self.shortcut, nn.Identity)
-        self.gate = ScalarScale(0.0) if branch_gate else nn.Identity()
+        self.gate = ScalarScale(0.0, **dd) if branch_gate else nn.Identity()
         if fixup:
             init_conv_(self.conv1, std=fixup_std(kernel_size, out_chs, num_blocks))
             init_conv_(self.conv2, 'zero')
