@@ -26,6 +26,7 @@ from timm.task import ClassificationTask
 config_parser = argparse.ArgumentParser(add_help=False)
 config_parser.add_argument('-c', '--config', default='')
 parser = argparse.ArgumentParser(description='train.py stand-in')
+parser.add_argument('data', nargs='?', metavar='DIR', const=None, help='the data folder, as train.py takes it too')
 parser.add_argument('--dataset', default='')
 parser.add_argument('--data-dir', default=None)
 parser.add_argument('--train-split', default='train')
@@ -96,6 +97,8 @@ def _validate(args, model, device):
 
 def main():
     args, _ = _parse_args()
+    if args.data and not args.data_dir:  # as train.py
+        args.data_dir = args.data
     for module in args.device_modules or ():
         importlib.import_module(module)
     device = utils.init_distributed_device(args)

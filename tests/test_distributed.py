@@ -77,6 +77,11 @@ def test_an_uneven_validation_layout_is_read_wrongly_by_timm_and_refused_by_the_
     assert r.returncode != 0 and not (tmp_path / 'out').exists()
     assert "would not count split 'test' (24 samples in 4 shards) exactly once" in r.stderr
     assert r.stderr.count('timm-identity run-script: error: ') == 2 and '--eval-shards 4' in r.stderr  # each rank
+    # the data folder given positionally, as train.py also takes it: the same refusal, one line, exit 2
+    positional = [str(shards), *[a for a in args if a not in ('--data-dir', str(shards))]]
+    r = subprocess.run([sys.executable, '-m', 'timm_identity.run_script', '--check', '--world-size', '2', str(script),
+                        *positional], capture_output=True, text=True, env=_env(tmp_path), timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and '--eval-shards 4' in r.stderr
 
 
 def test_layout_rules():
@@ -97,6 +102,14 @@ def test_validation_layout_problems(tmp_path, lengths, world, workers, expect):
     (tmp_path / '_info.json').write_text(json.dumps({'splits': {'test': split}}))
     problems = wds_layout_problems(str(tmp_path), None, 'test', world, workers)
     assert (problems == []) if expect is None else (len(problems) == 1 and expect in problems[0])
+
+
+def test_zero_loader_workers_with_several_processes_is_refused(tmp_path):
+    split = {'num_samples': 12, 'shard_lengths': [6, 6], 'filenames': ['a.tar', 'b.tar']}
+    (tmp_path / '_info.json').write_text(json.dumps({'splits': {'train': split}}))
+    [problem] = wds_layout_problems(str(tmp_path), 'train', None, 2, 0)
+    assert '-j 1 or more' in problem and 'every process reads the same samples' in problem
+    assert wds_layout_problems(str(tmp_path), 'train', None, 1, 0) == []  # one process reads it all, once
 
 
 def test_fewer_training_shards_than_workers_is_refused(tmp_path):

@@ -272,7 +272,8 @@ def test_export_timm_run_folder_after_resume(tmp_path):
     for record, expect in [({'world_size': 2, 'validation_count': 'every image of the split exactly once: x'},
                             'every image of the split exactly once: x'),
                            ({'world_size': 1, 'dataset': 'cifar10'}, 'every image of the split exactly once (one'),
-                           ({'world_size': 4, 'dataset': 'imagefolder'}, 'not exactly once: 4 processes')]:
+                           ({'world_size': 4, 'dataset': 'imagefolder'}, 'not exactly once: 4 processes'),
+                           ({'world_size': 4, 'dataset': 'wds/cifar10'}, 'not checked: 4 processes over webdataset')]:
         (run / LAUNCH_RECORD).write_text(json.dumps(record))
         folder = export_checkpoint(run, tmp_path / 'out', tag='cifar10', model_card=write_model_card(tmp_path),
                                    overwrite=True)

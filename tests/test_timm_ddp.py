@@ -50,16 +50,20 @@ def _env(tmp_path):
             'PYTHONPATH': os.pathsep.join([str(HERE / 'wds_probe'), os.environ.get('PYTHONPATH', '')])}
 
 
-def _train_args(shards, out):
+def _train_args(shards, out, workers=2):
     return ['-c', str(REPO / 'configs' / 'cifar10_timm_train.yaml'), '--data-dir', str(shards), '--device', 'cpu',
-            *MODEL_KWARGS, '--epochs', '1', '-b', '4', '-j', '2', '--no-prefetcher', '--output', str(out),
+            *MODEL_KWARGS, '--epochs', '1', '-b', '4', '-j', str(workers), '--no-prefetcher', '--output', str(out),
             '--experiment', 'ddp', '--log-interval', '1']
 
 
 def test_train_py_two_cpu_processes(tmp_path):
+    # 8 training shards for 2 processes x 4 loader workers; 4 test shards for the 2 x min(2, 4) validation
+    # workers the launcher's check assumes train.py uses (were it 4 per process, 4 of 8 workers would have no
+    # shard and the exact count below would fail)
     shards = _shards(tmp_path, '--shard-samples', '6', '--eval-shards', '4')
     r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
-                        '-m', 'timm_identity.run_script', str(TRAIN_PY), *_train_args(shards, tmp_path / 'out')],
+                        '-m', 'timm_identity.run_script', str(TRAIN_PY),
+                        *_train_args(shards, tmp_path / 'out', workers=4)],
                        capture_output=True, text=True, env=_env(tmp_path), cwd=tmp_path, timeout=400)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
@@ -89,7 +93,7 @@ def test_train_py_two_cpu_processes(tmp_path):
     import timm
     card = (exported / 'README.md').read_text()
     assert ('- **Evaluation counted:** every image of the split exactly once: webdataset shards checked against 2 '
-            'process(es) x 2 loader worker(s)') in card
+            'process(es) x 4 loader worker(s)') in card
     model = timm.create_model(f'local-dir:{exported}', pretrained=True)
     best = torch.load(run / 'model_best.pth.tar', map_location='cpu', weights_only=False)['state_dict']
     assert all(torch.equal(v, best[k]) for k, v in model.state_dict().items())

@@ -75,7 +75,9 @@ def test_config_file_gives_settings_and_the_command_line_wins(tmp_path, tiny_cif
     ('- lr\n', 'expected a mapping of settings'),
     ('lr: [\n', 'not valid YAML'),
     ('clip_grad: -1\n', '--clip-grad must be a finite number > 0'),
-    ('clip_mode: l2\n', "--clip-mode must be 'norm', 'value' or 'agc'"),
+    ('clip_mode: l2\n', "--clip-mode must be one of 'norm', 'value', 'agc'"),
+    ('decay_steps: 30000\n', 'decay_steps must be a list of step numbers'),
+    ('model_kwargs: head=linear\n', 'model_kwargs must be a mapping'),
 ])
 def test_bad_config_files_are_one_line_errors(tmp_path, tiny_cifar, capsys, text, message):
     config = tmp_path / 'bad.yaml'

@@ -20,8 +20,8 @@ Two things, both for timm's unmodified ``train.py`` under ``torchrun``:
    shard at all loops for ever. The launcher checks the layout in ``_info.json`` before train.py starts and
    refuses a run that would do either, naming the fix (``timm-identity shards ... --eval-shards N``, another
    ``-j``, or another process count). train.py validates with ``min(2, workers)`` loader workers per rank in
-   distributed wds runs; that rule is read here from train.py's behaviour as of timm 1.0 (the opt-in test
-   tests/test_timm_ddp.py checks it against the real script).
+   distributed wds runs; that rule is read here from train.py's source as of timm 1.0 (the opt-in test
+   tests/test_timm_ddp.py runs the real script at ``-j 4``, where another rule would miscount).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from typing import Any, Iterable, List, Optional, Sequence
 
 import torch
 
-__all__ = ['allow_cpu_ddp', 'world_size_from_env', 'wds_layout_problems', 'worker_sample_counts',
+__all__ = ['allow_cpu_ddp', 'world_size_from_env', 'wds_layout_problems', 'worker_sample_counts', 'split_lengths',
            'record_launch', 'read_launch_record', 'LAUNCH_RECORD', 'TRAIN_PY_EVAL_WORKERS_CAP']
 
 TRAIN_PY_EVAL_WORKERS_CAP = 2  # train.py: eval_workers = min(2, args.workers) for distributed wds/tfds runs
@@ -85,57 +85,55 @@ def worker_sample_counts(shard_lengths: Sequence[int], num_workers: int) -> List
     return counts
 
 
-def _split_entry(info: dict, split: str) -> Optional[dict]:
-    return (info.get('splits') or {}).get(split)
+def split_lengths(data_dir: str, split: Optional[str]) -> Optional[List[int]]:
+    """The shard lengths of ``split`` as ``data_dir/_info.json`` records them, or None when they cannot be known
+    from it (no readable ``_info.json``, the split not in it, e.g. a brace pattern or a remote folder)."""
+    if not split:
+        return None
+    try:
+        info = json.loads((Path(data_dir) / '_info.json').read_text())
+        lengths = info['splits'][split]['shard_lengths']
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return [int(n) for n in lengths] if isinstance(lengths, list) else None
 
 
 def wds_layout_problems(data_dir: str, train_split: Optional[str], val_split: Optional[str], world_size: int,
                         workers: int, eval_workers: Optional[int] = None) -> List[str]:
     """What makes timm's ``wds/`` reader read the shards in ``data_dir`` wrongly for this run: a training
-    worker without shards (it never ends its epoch), or, when ``world_size > 1``, validation workers holding
-    different sample counts (images read twice or not at all). ``eval_workers`` defaults to train.py's
-    ``min(2, workers)``. Empty when the layout is fine, or when ``data_dir`` has no ``_info.json`` (then timm's
-    own error applies)."""
-    info_path = Path(data_dir) / '_info.json'
-    try:
-        info = json.loads(info_path.read_text())
-    except (OSError, ValueError):
-        return []
+    worker without shards (it never ends its epoch), ``-j 0`` with several processes (every process then reads
+    the same samples), or, when ``world_size > 1``, validation workers holding different sample counts (images
+    read twice or not at all). ``eval_workers`` defaults to train.py's ``min(2, workers)``. Empty when the layout
+    is fine or cannot be read from ``_info.json`` (:func:`split_lengths`; then nothing was checked)."""
     problems = []
+    if world_size > 1 and workers < 1:
+        problems.append(f'{world_size} processes over webdataset shards need loader workers (-j 1 or more): with '
+                        f'-j 0 timm\'s reader does not split the shards, and every process reads the same samples')
+        return problems
     train_workers = world_size * max(1, workers)
-    entry = _split_entry(info, train_split) if train_split else None
-    if entry is not None and len(entry['shard_lengths']) < train_workers:
+    lengths = split_lengths(data_dir, train_split)
+    if lengths is not None and len(lengths) < train_workers:
         problems.append(
-            f"split '{train_split}' of {data_dir} has {len(entry['shard_lengths'])} shards for {world_size} "
-            f"process(es) x {max(1, workers)} loader worker(s) = {train_workers}: a worker without a shard never "
-            f"ends its epoch. Write it with more shards (timm-identity shards ... --shard-samples N) or use "
-            f"fewer processes / -j")
-    if world_size < 2 or not val_split:
+            f"split '{train_split}' of {data_dir} has {len(lengths)} shards for {world_size} process(es) x "
+            f"{max(1, workers)} loader worker(s) = {train_workers}: a worker without a shard never ends its epoch. "
+            f"Write it with more shards (timm-identity shards ... --shard-samples N) or use fewer processes / -j")
+    lengths = split_lengths(data_dir, val_split)
+    if world_size < 2 or lengths is None:
         return problems
-    if eval_workers is None:
-        eval_workers = min(TRAIN_PY_EVAL_WORKERS_CAP, workers)
-    entry = _split_entry(info, val_split)
-    if entry is None:
-        return problems
-    if eval_workers < 1:
-        problems.append(f'distributed validation over webdataset shards needs loader workers (-j 1 or more): with '
-                        f'-j 0 every one of the {world_size} processes reads the same first samples')
-        return problems
-    lengths = entry['shard_lengths']
-    counts = worker_sample_counts(lengths, world_size * eval_workers)
+    eval_workers = min(TRAIN_PY_EVAL_WORKERS_CAP, workers) if eval_workers is None else eval_workers
+    n = world_size * eval_workers
+    counts = worker_sample_counts(lengths, n)
     if len(set(counts)) > 1:
         total = sum(lengths)
-        divisors = [n for n in range(world_size * eval_workers, min(total, 4096) + 1, world_size * eval_workers)
-                    if total % n == 0]
+        divisors = [k for k in range(n, total + 1, n) if total % k == 0]
         fix = (f'rewrite it with `timm-identity shards ... --eval-shards {divisors[0]}` (equal shards, a multiple '
-               f'of {world_size * eval_workers})' if divisors else
-               f'no equal split into a multiple of {world_size * eval_workers} shards exists for {total} samples: '
-               f'validate in one process (timm-identity evaluate, or validate.py) instead')
+               f'of {n})' if divisors else
+               f'no equal split into a multiple of {n} shards exists for {total} samples: use another -j or process '
+               f'count, or validate in one process (timm-identity evaluate, or validate.py)')
         problems.append(
             f"distributed validation would not count split '{val_split}' ({total} samples in {len(lengths)} "
             f"shards) exactly once: its {world_size} process(es) x {eval_workers} loader worker(s) would hold "
-            f"{_describe(counts)} samples, and timm's reader cuts or repeats each to {-(-total // len(counts))}; "
-            f"{fix}")
+            f"{_describe(counts)} samples, and timm's reader cuts or repeats each to {-(-total // n)}; {fix}")
     return problems
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 from .cli_args import positive_int
-from .distributed import allow_cpu_ddp, record_launch, wds_layout_problems, world_size_from_env
+from .distributed import allow_cpu_ddp, record_launch, split_lengths, wds_layout_problems, world_size_from_env
 
 __all__ = ['run_script', 'check_train_py', 'main']
 
@@ -81,10 +81,11 @@ def check_train_py(path: Path, args: Sequence[str], world_size: int) -> Tuple[Li
         return [], None
     record: Dict[str, Any] = {'launcher': 'timm_identity.run_script', 'world_size': world_size,
                               'workers': parsed.workers, 'dataset': parsed.dataset, 'val_split': parsed.val_split}
-    if not str(parsed.dataset or '').startswith('wds/') or not parsed.data_dir:
+    data_dir = parsed.data_dir or getattr(parsed, 'data', None)  # train.py takes the folder positionally too
+    if not str(parsed.dataset or '').startswith('wds/') or not data_dir:
         return [], record
-    problems = wds_layout_problems(parsed.data_dir, parsed.train_split, parsed.val_split, world_size, parsed.workers)
-    if parsed.val_split:
+    problems = wds_layout_problems(data_dir, parsed.train_split, parsed.val_split, world_size, parsed.workers)
+    if split_lengths(data_dir, parsed.val_split) is not None and not getattr(parsed, 'val_num_samples', None):
         record['validation_count'] = ('every image of the split exactly once: webdataset shards checked against '
                                       f'{world_size} process(es) x {parsed.workers} loader worker(s)')
     return problems, record

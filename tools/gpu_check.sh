@@ -34,7 +34,7 @@ Options:
   --steps N          train-cifar updates (default 300)
   --nproc N          train.py processes (default 1; one per GPU)
   --train-py PATH    timm's train.py (default \$TIMM_TRAIN_PY; not in the pip package)
-  --peak-tflops X    the device's peak for MFU (default on cuda: 989, the H200's dense bf16 figure)
+  --peak-tflops X    the device's peak, for the benchmark's MFU (e.g. 989: an H200's dense bf16; default: no MFU)
   --no-verify-md5    for re-packed CIFAR archives (passed to train-cifar, evaluate, shards)
   --tiny             tiny net and sizes, for a CPU rehearsal of every step
   -h, --help         this text
@@ -71,7 +71,6 @@ done
 [[ -z "$TRAIN_PY" || -f "$TRAIN_PY" ]] || die "train.py not found: $TRAIN_PY"
 [[ "$DEVICE" == cuda* || "$DEVICE" == cpu ]] || die "--device must be cuda, cuda:N or cpu, got '$DEVICE'"
 "$PYTHON" -c 'import timm_identity' 2>/dev/null || die "$PYTHON cannot import timm_identity (install this package, or set PYTHON)"
-if [[ -z "$PEAK" && "$DEVICE" == cuda* ]]; then PEAK=989; fi
 
 if [[ "$TINY" == 1 ]]; then
     MODEL_KWARGS=(--model-kwargs 'depths=(1,1,1)' 'widths=(8,16,32)' stem_chs=8)
@@ -125,10 +124,10 @@ for s in steps:
 EOF
 }
 
-step train "${CLI[@]}" train-cifar --data-dir "$DATA_DIR" "${MD5[@]}" --model allconv_resnet_cifar \
+step train "${CLI[@]}" train-cifar --data-dir "$DATA_DIR" ${MD5[@]+"${MD5[@]}"} --model allconv_resnet_cifar \
     ${MODEL_KWARGS[@]+"${MODEL_KWARGS[@]}"} --batch-size "$BATCH" --steps "$STEPS" --eval-every "$STEPS" \
     --amp bf16 --channels-last --compile --device "$DEVICE" --out-dir "$OUT/train" --no-progress
-step evaluate "${CLI[@]}" evaluate "$OUT/train" --data-dir "$DATA_DIR" "${MD5[@]}" --device "$DEVICE" \
+step evaluate "${CLI[@]}" evaluate "$OUT/train" --data-dir "$DATA_DIR" ${MD5[@]+"${MD5[@]}"} --device "$DEVICE" \
     --amp bf16 --channels-last --output "$OUT/evaluate.json"
 step export "${CLI[@]}" export "$OUT/train" --tag gpu_check --output "$OUT/export"
 step reload "$PYTHON" -c "
@@ -142,7 +141,7 @@ with torch.no_grad():
 assert torch.isfinite(logits).all(), 'non-finite logits'
 print('reloaded', sys.argv[1], 'on', sys.argv[2], tuple(logits.shape))
 " "$OUT/export" "$DEVICE"
-step shards "${CLI[@]}" shards cifar "$DATA_DIR" "${MD5[@]}" --out "$OUT/shards" --eval-shards "$EVAL_SHARDS" \
+step shards "${CLI[@]}" shards cifar "$DATA_DIR" ${MD5[@]+"${MD5[@]}"} --out "$OUT/shards" --eval-shards "$EVAL_SHARDS" \
     --no-progress
 if [[ -n "$TRAIN_PY" ]]; then
     AMP=()

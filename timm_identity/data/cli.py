@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable
 
 from ..cli_args import positive_int
-from .errors import DatasetFormatError
+from ..distributed import TRAIN_PY_EVAL_WORKERS_CAP
+from .errors import DatasetFormatError, ShardLayoutError
 
 _SIZE = re.compile(r'^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$', re.IGNORECASE)
 _UNITS = {'': 1, 'b': 1, 'k': 1e3, 'm': 1e6, 'g': 1e9, 't': 1e12}
@@ -60,7 +61,8 @@ def _add_writer_options(parser: argparse.ArgumentParser) -> None:
     size.add_argument('--eval-shards', type=positive_int, default=None, metavar='N',
                       help='write every split but train as exactly N shards of equal length (its size must be a '
                            'multiple of N); timm\'s distributed validation counts each image exactly once when N '
-                           'is a multiple of processes x min(2, -j) loader workers, e.g. 16 for up to 8 GPUs')
+                           f'is a multiple of processes x min({TRAIN_PY_EVAL_WORKERS_CAP}, -j) loader workers, e.g. '
+                           f'16 for CIFAR on 1, 2, 4 or 8 GPUs')
     parser.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1), metavar='N',
                         help='processes writing shards in parallel (default: min(8, CPUs) = %(default)s)')
     order = parser.add_mutually_exclusive_group()
@@ -89,7 +91,7 @@ def _clear_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[argpars
         except (DatasetFormatError, FileNotFoundError) as e:
             print(f'timm-identity shards {args.shards_command}: error: {e}', file=sys.stderr)
             return 1
-        except ValueError as e:  # bad option values found once the data are known (--eval-shards)
+        except ShardLayoutError as e:  # options the data cannot meet (--eval-shards), found before writing
             print(f'timm-identity shards {args.shards_command}: error: {e}', file=sys.stderr)
             return 2
     return wrapped

@@ -10,3 +10,8 @@ class DatasetFormatError(ValueError):
 
 class ChecksumError(DatasetFormatError):
     """A file's checksum differs from the expected (official) one."""
+
+
+class ShardLayoutError(ValueError):
+    """Shard options that cannot be met by the data (e.g. ``--eval-shards N`` for a split whose size is not a
+    multiple of N); raised before anything is written."""

@@ -46,7 +46,7 @@ from webdataset.tariterators import group_by_keys, tar_file_iterator
 
 from ..atomic_io import atomic_write_text
 from ..integrity import sha256_file
-from .errors import DatasetFormatError
+from .errors import DatasetFormatError, ShardLayoutError
 from .imagenet import sniff_image_format
 
 _logger = logging.getLogger(__name__)
@@ -440,7 +440,7 @@ def write_split(
 def _check_equal_shards(num_samples: int, num_shards: int, split: str) -> None:
     if num_shards < 1 or num_samples % num_shards:
         divisors = [n for n in range(2, min(num_samples, 64) + 1) if num_samples % n == 0]
-        raise ValueError(f"--eval-shards {num_shards}: split '{split}' has {num_samples} samples, which do not "
+        raise ShardLayoutError(f"--eval-shards {num_shards}: split '{split}' has {num_samples} samples, which do not "
                          f"divide into {num_shards} equal shards (divisors up to 64: {divisors})")
 
 

@@ -199,8 +199,8 @@ def model_details(info: ModelInfo) -> str:
     if info.base_model:
         lines.append(f'- **Fine-tuned from:** `{info.base_model}`')
     lines.append(f'- **Paper:** {PAPER}')
-    lines.append(f'- **License:** {info.license}: these weights are released under it, as the code of '
-                 f'`timm-identity` is (its LICENSE file)')
+    same_as_code = ', as the code of `timm-identity` is (its LICENSE file)' if info.license == 'apache-2.0' else ''
+    lines.append(f'- **License:** {info.license}: these weights are released under it{same_as_code}')
     lines += ['', '## Training', '', 'As recorded by the training run these weights come from '
               f'("{NOT_RECORDED}": the run does not say).', '']
     t = info.training
@@ -235,12 +235,12 @@ def card_data(info: ModelInfo, template_meta: Optional[Dict[str, Any]] = None) -
             metric_name=f'Top-{m.topk} accuracy ({m.which})',
         ))
     generated = dict(
-        library_name='timm', pipeline_tag='image-classification', license=template_meta.pop('license', info.license),
+        library_name='timm', pipeline_tag='image-classification', license=info.license,
         tags=tags, datasets=[ds['hub_id']] if ds.get('hub_id') else None, base_model=info.base_model,
         model_name=info.model_name, eval_results=eval_results or None,
     )
     for key in ('library_name', 'pipeline_tag', 'datasets', 'model-index', 'model_name', 'eval_results',
-                'base_model'):
+                'base_model', 'license'):  # the licence too: the card's text states the same one
         template_meta.pop(key, None)  # measured / per-model facts always come from the export
     return ModelCardData(**{k: v for k, v in generated.items() if v is not None}, **template_meta)
 

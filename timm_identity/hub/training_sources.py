@@ -3,6 +3,7 @@
 webdataset folder's ``_info.json`` for the evaluated split's size). Read here; rendered into the model card by
 :mod:`.model_card`. Nothing is ever filled in from the paper's recipe: what a source does not record stays ``None``.
 """
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,7 +130,7 @@ def merge_same_point(metrics: List[Metric]) -> List[Metric]:
         if any(twin(m, f) for f in metrics):
             continue
         if any(twin(b, m) for b in metrics):
-            m = Metric(m.kind, m.value, m.topk, m.which, m.step, m.of_these_weights, m.step_unit, also_best=True)
+            m = dataclasses.replace(m, also_best=True)
         out.append(m)
     return out
 
@@ -280,6 +281,9 @@ def _read_timm_args(path: Path) -> Dict[str, Any]:
     return args if isinstance(args, dict) else {}
 
 
+NOT_CHECKED = 'not checked'
+
+
 def _timm_eval_count(run_dir: Path, args: Dict[str, Any]) -> str:
     """How train.py's validation counted the split, from the launcher's record in the run folder: exactly once
     (one process, or webdataset shards the launcher checked), padded (timm's distributed sampler over other
@@ -294,11 +298,11 @@ def _timm_eval_count(run_dir: Path, args: Dict[str, Any]) -> str:
         return str(record['validation_count'])
     if int(record.get('world_size') or 1) == 1:
         return 'every image of the split exactly once (one process)'
+    if str(record.get('dataset') or '').startswith('wds/'):
+        return (f"{NOT_CHECKED}: {record['world_size']} processes over webdataset shards whose validation layout "
+                f"could not be read from _info.json (or --val-num-samples was given)")
     return (f"not exactly once: {record['world_size']} processes, and timm's distributed sampler pads the split to a "
             f"multiple of the process count (up to {int(record['world_size']) - 1} images counted twice)")
-
-
-NOT_CHECKED = 'not checked'
 
 
 def _wds_split_size(data_dir: Optional[str], split: str) -> Tuple[Optional[int], Optional[str]]:

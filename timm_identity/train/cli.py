@@ -13,6 +13,7 @@ from ..model_kwargs import parse_model_kwargs
 from .cifar_trainer import NonFiniteLossError, train
 from .evaluate import evaluate_checkpoint
 from .recipes import RECIPES
+from .step import CLIP_MODES
 
 __all__ = ['add_parser']
 
@@ -76,7 +77,7 @@ def _add_train_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument('--clip-grad', type=positive_float, metavar='X',
                    help="clip gradients before each update (off by default): total norm X ('norm'), each value to "
                         "+-X ('value'), or NFNet's adaptive clipping with ratio X ('agc', classifier left out)")
-    g.add_argument('--clip-mode', choices=('norm', 'value', 'agc'), help="with --clip-grad (default 'norm')")
+    g.add_argument('--clip-mode', choices=CLIP_MODES, help="with --clip-grad (default 'norm')")
     g = p.add_argument_group('run')
     g.add_argument('--seed', type=int, help='model init and data order (default 0)')
     g.add_argument('--out-dir', help='run folder (default runs/train-cifar-<dataset>-<recipe>-<time>)')
@@ -130,10 +131,17 @@ def _apply_config_file(args: argparse.Namespace) -> None:
     if unknown:
         raise ValueError(f"-c {path}: unknown setting(s) {unknown} (keys are train-cifar's flags with '_' for "
                          f"'-', e.g. batch_size, weight_decay)")
-    for key, value in settings.items():
-        if getattr(args, key) is None:
-            if key == 'model_kwargs' and isinstance(value, dict):
+    for key, value in settings.items():  # every value is checked, also those the command line overrides
+        if key == 'model_kwargs':
+            if isinstance(value, dict):
                 value = [f'{k}={v!r}' for k, v in value.items()]
+            elif not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise ValueError(f'-c {path}: model_kwargs must be a mapping (head: linear) or a list of '
+                                 f'"key=value" strings, got {value!r}')
+        if key == 'decay_steps' and not (isinstance(value, list) and all(isinstance(v, int) for v in value)):
+            raise ValueError(f'-c {path}: decay_steps must be a list of step numbers, e.g. [30000, 50000], '
+                             f'got {value!r}')
+        if getattr(args, key) is None:  # not given on the command line
             setattr(args, key, value)
 
 

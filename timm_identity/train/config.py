@@ -10,6 +10,7 @@ import math
 from typing import Any, Dict, Optional
 
 from .recipes import RECIPE_KEYS, get_recipe
+from .step import CLIP_MODES
 
 __all__ = ['RUNTIME_DEFAULTS', 'STRICT_KEYS', 'resolve_config', 'check_config']
 
@@ -120,8 +121,8 @@ def check_config(cfg: Dict[str, Any]) -> None:
         raise ValueError(f"sched must be 'multistep', 'cosine' or 'constant', got {cfg['sched']!r}")
     if cfg['clip_grad'] is not None:
         number('clip_grad', 0, low_open=True)
-    if cfg['clip_mode'] not in ('norm', 'value', 'agc'):
-        raise ValueError(f"--clip-mode must be 'norm', 'value' or 'agc', got {cfg['clip_mode']!r}")
+    if cfg['clip_mode'] not in CLIP_MODES:
+        raise ValueError(f"--clip-mode must be one of {', '.join(map(repr, CLIP_MODES))}, got {cfg['clip_mode']!r}")
     if cfg['amp'] not in ('none', 'bf16'):
         raise ValueError(f"amp must be 'none' or 'bf16', got {cfg['amp']!r}")
     if str(cfg['model']).startswith(('local-dir:', 'hf-hub:')):
