@@ -8,15 +8,15 @@ module ``allconv_resnet`` added to its ``FEAT_INTER_FILTERS`` (the modules whose
 ``forward_intermediates``, listed by module as timm lists its own families) and its reset_classifier check
 counting the classifier's buffers as well as its parameters (the paper's fixed projection is a buffer), and
 run with ``-k allconv`` against the *installed* timm. Nothing of timm's is kept or committed.
-tests/test_models.py restates each contract so that a run without TIMM_SRC checks them too. Three runs:
+tests/test_models.py restates each contract so that a run without TIMM_SRC checks them too. Two runs:
 
 1. the package as it is: every test timm parametrizes over our models and tags must pass (the pretrained
-   tests are parametrized over ``list_models(pretrained=True)``, so they run only for tags that have weights;
+   tests are parametrized over ``list_models(pretrained=True)``, so they run only for tags that have weights:
+   the shipped tags, whose load + features tests must pass;
    forward/backward/default_cfgs/torchscript/features/forward_intermediates/fx/fx+torchscript);
 2. with ``TIMM_IDENTITY_HUB_CONFIGS`` pointing at a copy of hub_configs/ where the cifar10 tag has exported
    weights (a random-init Table 1 net, written by ``export --to-hub-configs``): timm's
-   ``test_model_load_pretrained`` / ``test_model_features_pretrained`` must pass for it;
-3. the package's shipped tags (the ones ``timm.list_pretrained('allconv*')`` lists): the same two tests for each.
+   ``test_model_load_pretrained`` / ``test_model_features_pretrained`` must pass for it.
 
 Locally (about half a minute on 2 CPU cores):
 
@@ -76,8 +76,17 @@ def _run_suite(tmp_path, select, env_extra=None):
 
 
 def test_timm_suite_on_our_models(tmp_path):
-    code, counts, out = _run_suite(tmp_path, 'allconv')
+    """Every test timm parametrizes over our models and tags, the pretrained ones of the shipped tags included
+    (timm parametrizes those over list_models(pretrained=True): the tags that ship weights, loaded offline)."""
+    import timm
+    import timm_identity  # noqa: F401
+    shipped = timm.list_pretrained('allconv*')
+    assert shipped, 'no tag ships weights'
+    code, counts, out = _run_suite(tmp_path, 'allconv', {'HF_HUB_OFFLINE': '1'})
     assert code == 0 and counts.get('passed', 0) >= 17 and not counts.get('failed'), out[-6000:]
+    for tag in shipped:
+        assert f'PASSED test_models.py::test_model_load_pretrained[1-{tag}]' in out, out[-6000:]
+        assert f'PASSED test_models.py::test_model_features_pretrained[1-{tag}]' in out, out[-6000:]
     for model in ('allconv_resnet_cifar', 'allconv_resnet_imagenet'):  # the tests FEAT_INTER_FILTERS selects
         assert f'PASSED test_models.py::test_model_forward_intermediates[1-{model}]' in out, out[-6000:]
         assert f'PASSED test_models.py::test_model_forward_intermediates_features[1-{model}]' in out, out[-6000:]
@@ -99,16 +108,3 @@ def test_timm_pretrained_tests_pass_for_a_tag_with_weights(tmp_path):
                                    {'TIMM_IDENTITY_HUB_CONFIGS': str(hub_configs), 'HF_HUB_OFFLINE': '1'})
     assert code == 0 and counts.get('passed') == 2 and not counts.get('failed'), out[-6000:]
     assert 'test_model_load_pretrained[1-allconv_resnet_cifar.cifar10]' in out
-
-
-def test_timm_pretrained_tests_pass_for_the_shipped_tags(tmp_path):
-    """The weights that ship in hub_configs/: timm's test_model_load_pretrained / test_model_features_pretrained
-    for every tag timm lists as pretrained (offline: the weights are in the package)."""
-    import timm
-    import timm_identity  # noqa: F401
-    shipped = timm.list_pretrained('allconv*')
-    assert shipped, 'no tag ships weights'
-    code, counts, out = _run_suite(tmp_path, 'allconv and pretrained', {'HF_HUB_OFFLINE': '1'})
-    assert code == 0 and counts.get('passed') == 2 * len(shipped) and not counts.get('failed'), out[-6000:]
-    for tag in shipped:
-        assert f'test_model_load_pretrained[1-{tag}]' in out and f'test_model_features_pretrained[1-{tag}]' in out

@@ -70,7 +70,9 @@ done
 [[ "$NPROC" =~ ^[1-9][0-9]*$ ]] || die "--nproc must be a positive integer, got '$NPROC'"
 [[ -z "$TRAIN_PY" || -f "$TRAIN_PY" ]] || die "train.py not found: $TRAIN_PY"
 [[ "$DEVICE" == cuda* || "$DEVICE" == cpu ]] || die "--device must be cuda, cuda:N or cpu, got '$DEVICE'"
-"$PYTHON" -c 'import timm_identity' 2>/dev/null || die "$PYTHON cannot import timm_identity (install this package, or set PYTHON)"
+# find the package without importing it (an import of torch + timm takes seconds)
+"$PYTHON" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("timm_identity") is None)' 2>/dev/null \
+    || die "$PYTHON cannot import timm_identity (install this package, or set PYTHON)"
 
 if [[ "$TINY" == 1 ]]; then
     MODEL_KWARGS=(--model-kwargs 'depths=(1,1,1)' 'widths=(8,16,32)' stem_chs=8)

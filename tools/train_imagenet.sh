@@ -120,7 +120,9 @@ else
     [[ "$MASTER" =~ ^[^:]+:[0-9]+$ ]] || die "--master must be HOST:PORT, got '$MASTER'"
     LAUNCH=("--nnodes=$NNODES" "--node_rank=$NODE_RANK" "--master_addr=${MASTER%:*}" "--master_port=${MASTER##*:}")
 fi
-"$PYTHON" -c 'import timm_identity' 2>/dev/null || die "$PYTHON cannot import timm_identity (install this package, or set PYTHON)"
+# find the package without importing it (an import of torch + timm takes seconds)
+"$PYTHON" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("timm_identity") is None)' 2>/dev/null \
+    || die "$PYTHON cannot import timm_identity (install this package, or set PYTHON)"
 
 TRAIN_ARGS=(-c "$CONFIG" --data-dir "$DATA_DIR" -b "$((GLOBAL_BATCH / WORLD))" --device "$DEVICE"
             --output "$OUTPUT" ${EXTRA[@]+"${EXTRA[@]}"})
