@@ -29,11 +29,11 @@ import functools
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import torch
 
-__all__ = ['allow_cpu_ddp', 'world_size_from_env', 'wds_layout_problems', 'worker_sample_counts', 'split_lengths',
+__all__ = ['allow_cpu_ddp', 'wds_layout_problems', 'worker_sample_counts', 'split_lengths',
            'record_launch', 'read_launch_record', 'LAUNCH_RECORD', 'TRAIN_PY_EVAL_WORKERS_CAP']
 
 TRAIN_PY_EVAL_WORKERS_CAP = 2  # train.py: eval_workers = min(2, args.workers) for distributed wds/tfds runs
@@ -65,15 +65,6 @@ def allow_cpu_ddp() -> None:
 
     __init__._timm_identity_cpu_ddp = True  # type: ignore[attr-defined]
     ddp.__init__ = __init__  # type: ignore[method-assign]
-
-
-def world_size_from_env() -> int:
-    """The process count torchrun (or SLURM) announces to this process; 1 outside a distributed launch."""
-    for name in ('WORLD_SIZE', 'SLURM_NTASKS'):
-        value = os.environ.get(name)
-        if value and value.isdigit():
-            return int(value)
-    return 1
 
 
 def worker_sample_counts(shard_lengths: Sequence[int], num_workers: int) -> List[int]:
@@ -133,13 +124,9 @@ def wds_layout_problems(data_dir: str, train_split: Optional[str], val_split: Op
         problems.append(
             f"distributed validation would not count split '{val_split}' ({total} samples in {len(lengths)} "
             f"shards) exactly once: its {world_size} process(es) x {eval_workers} loader worker(s) would hold "
-            f"{_describe(counts)} samples, and timm's reader cuts or repeats each to {-(-total // n)}; {fix}")
+            f"{min(counts)} to {max(counts)} samples, and timm's reader cuts or repeats each to "
+            f"{-(-total // n)}; {fix}")
     return problems
-
-
-def _describe(counts: Iterable[int]) -> str:
-    counts = list(counts)
-    return f'{min(counts)} to {max(counts)}'
 
 
 def record_launch(record: dict) -> None:
@@ -149,6 +136,7 @@ def record_launch(record: dict) -> None:
     import timm.utils
 
     from .atomic_io import atomic_write_text
+    _, rank, _ = timm.utils.world_info_from_env()  # the rank torchrun / SLURM / MPI gave this process
     original = timm.utils.get_outdir
     if getattr(original, '_timm_identity_record', False):
         return
@@ -156,7 +144,7 @@ def record_launch(record: dict) -> None:
     @functools.wraps(original)
     def get_outdir(path, *paths, **kwargs):
         out = original(path, *paths, **kwargs)
-        if os.environ.get('RANK', '0') == '0':
+        if rank == 0:
             atomic_write_text(os.path.join(out, LAUNCH_RECORD), json.dumps(record, indent=1) + '\n')
         return out
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 from .cli_args import positive_int
-from .distributed import allow_cpu_ddp, record_launch, split_lengths, wds_layout_problems, world_size_from_env
+from .distributed import allow_cpu_ddp, record_launch, split_lengths, wds_layout_problems
 
 __all__ = ['run_script', 'check_train_py', 'main']
 
@@ -106,7 +106,8 @@ def run_script(script: str, args: Sequence[str], check_only: bool = False, world
         print(f'timm-identity run-script: note: {path.name} comes from a timm {checkout} checkout; it runs with '
               f'the installed timm {timm.__version__} ({Path(timm.__file__).parent})', file=sys.stderr)
     sys.path.insert(0, str(path.resolve().parent))
-    problems, record = check_train_py(path, args, world_size or world_size_from_env())
+    from timm.utils import world_info_from_env  # the process count torchrun / SLURM / MPI announce (1 outside)
+    problems, record = check_train_py(path, args, world_size or world_info_from_env()[2])
     if problems:
         _error('; '.join(problems))
     if check_only:

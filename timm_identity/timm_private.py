@@ -20,7 +20,6 @@ from typing import Any
 __all__ = ['feature_take_indices', 'update_model_args', 'save_config_for_hf', 'import_private', 'tested_timm']
 
 
-
 def tested_timm() -> str:
     """The timm requirement this package declares (pyproject.toml): the range its test suite ran against."""
     from importlib.metadata import PackageNotFoundError, requires

@@ -123,9 +123,10 @@ def metric_label(metric: Metric, split: Optional[str] = None) -> str:
     label = metric.which + (' = best during training' if metric.also_best else '')
     if metric.step is not None and str(metric.step) not in label:
         label += f', {metric.step_unit} {metric.step:,}'
-    if metric.which.startswith('best') or metric.also_best:
-        label += f' (best picked by its {split or NOT_RECORDED} split error)' if metric.also_best else \
-            f' (picked by its {split or NOT_RECORDED} split error)'
+    if metric.also_best:
+        label += f' (best picked by its {split or NOT_RECORDED} split error)'
+    elif metric.which.startswith('best'):
+        label += f' (picked by its {split or NOT_RECORDED} split error)'
     if not metric.of_these_weights:
         label += ': other weights than these'
     return label
