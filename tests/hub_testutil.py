@@ -52,14 +52,35 @@ def write_model_card(tmp_path: Path) -> Path:
 
 
 def tiny_checkpoint(tmp_path: Path, seed: int = 0, summary: bool = True):
-    """(checkpoint path, model, summary path) of a tiny CIFAR-10 model as our trainer would write it."""
+    """(checkpoint, model, summary path) of a tiny CIFAR-10 model. ``summary``: a train-cifar run folder as the
+    trainer writes it (``tmp_path/run``: run.json, log.jsonl with a final test error of 6.5 % at step 60 and the best,
+    6.25 %, at step 40, summary.json, and the checkpoint folder of step 60, which is returned); else a bare
+    ``tmp_path/ckpt/model.safetensors`` and no summary."""
     model = tiny_model(seed)
-    ckpt = tmp_path / 'ckpt' / 'model.safetensors'
-    ckpt.parent.mkdir(parents=True, exist_ok=True)
-    save_file(model.state_dict(), str(ckpt))
-    summary_path = None
-    if summary:
-        summary_path = tmp_path / 'ckpt' / 'summary.json'
-        summary_path.write_text(json.dumps(dict(final_test_error=6.5, best_test_error=6.25, steps=60000,
-                                                wall_time_s=3600.0, device='cpu')))
+    if not summary:
+        ckpt = tmp_path / 'ckpt' / 'model.safetensors'
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        save_file(model.state_dict(), str(ckpt))
+        return ckpt, model, None
+    from timm_identity.train.checkpoint import hub_config_writer, recorded_weights_sha256, save_checkpoint
+    from timm_identity.train.config import resolve_config
+    from timm_identity.train.run_record import new_run_record, write_run_record
+    run = tmp_path / 'run'
+    cfg = resolve_config(dict(model='allconv_resnet_cifar', model_kwargs=dict(TINY), steps=60, out_dir=str(run)))
+    record = new_run_record(cfg, {'train_sha256': '0' * 64, 'train_images': 50_000, 'test_sha256': '1' * 64,
+                                  'test_images': 10_000}, None)
+    record['starts'].append({'step': 0, 'argv': ['timm-identity', 'train-cifar', '--steps', '60'], 'device': 'cpu'})
+    run.mkdir(parents=True)
+    write_run_record(run, record)
+    log = [{'step': 20, 'test_error': 9.0, 'wall_time_s': 1200.0},
+           {'step': 40, 'test_error': 6.25, 'wall_time_s': 2400.0},
+           {'step': 60, 'test_error': 6.5, 'wall_time_s': 3600.0}]
+    (run / 'log.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in log))
+    from timm_identity.data.cifar import CIFAR10_CLASSES
+    ckpt = save_checkpoint(run, 60, model, {'step': 60},
+                           hub_config_writer(model, record['run_id'], (0.49, 0.48, 0.45), (0.25, 0.24, 0.26),
+                                             CIFAR10_CLASSES, 60))
+    summary_path = run / 'summary.json'
+    summary_path.write_text(json.dumps({'run_id': record['run_id'], 'status': 'completed', 'checkpoint_step': 60,
+                                        'checkpoint_sha256': recorded_weights_sha256(ckpt)}))
     return ckpt, model, summary_path

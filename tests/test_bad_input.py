@@ -57,9 +57,9 @@ def test_resume_refuses_other_training_data_of_the_same_size(tmp_path, splits):
     """Defect 4: only the image count was compared."""
     run = tmp_path / 'run'
     train(tiny_overrides(run, steps=2, checkpoint_every=2), *splits)
-    assert json.loads((run / 'run_config.json').read_text())['data_sha256']
+    assert json.loads((run / 'run.json').read_text())['data']['train_sha256']
     other = learnable_split(48, seed=7)  # same size, other pixels
-    with pytest.raises(ValueError, match='training data differ from the run'):
+    with pytest.raises(ValueError, match='the train data differ from the run'):
         train({'resume': str(run), 'steps': 4, 'progress': False, 'plot': False}, other, splits[1])
     summary = train({'resume': str(run), 'steps': 4, 'progress': False, 'plot': False}, *splits)
     assert summary['status'] == 'completed' and summary['steps'] == 4  # the run's own data still resumes
@@ -116,6 +116,8 @@ def test_evaluate_argument_errors(tmp_path, tiny_cifar, capsys, flags, message):
     (['--keep-checkpoints', '-1'], '--keep-checkpoints must be 0'),
     (['--momentum', '-1'], '--momentum must be a finite number >= 0 and < 1'),
     (['--lr', 'nan'], '--lr must be a finite number > 0'),
+    (['--opt', 'nosuchopt'], 'nosuchopt'),  # the optimizer is built before the run folder: not even a .lock
+    (['--model-ema-decay', '1.5'], '--model-ema-decay must be a finite number > 0 and < 1'),
     (['--model-kwargs', 'in_chans=1', 'depths=(1,1,1)', 'widths=(8,16,32)', 'stem_chs=8'],
      'cannot take the cifar10 images'),
 ])
@@ -155,8 +157,10 @@ def test_failed_checkpoint_write_leaves_no_partial_folder(tmp_path, splits, monk
     assert not [p for p in (run / 'checkpoints').iterdir() if p.name.startswith('.tmp')]
 
 
-def test_sigint_writes_an_interrupted_summary(tmp_path, tiny_cifar):
-    """Ctrl-C: no traceback, exit code 130, summary.json with status 'interrupted' and how to resume."""
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+def test_sigint_writes_an_interrupted_summary(tmp_path, tiny_cifar, sig):
+    """Ctrl-C or SIGTERM: no traceback, exit code 130, summary.json with status 'interrupted' and how to resume,
+    no partial checkpoint folder."""
     run = tmp_path / 'run'
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     proc = subprocess.Popen([sys.executable, str(REPO / 'tools' / 'train_cifar.py'), '--data-dir', tiny_cifar.folder,
@@ -168,29 +172,96 @@ def test_sigint_writes_an_interrupted_summary(tmp_path, tiny_cifar):
     deadline = time.time() + 120
     while time.time() < deadline and not (run / 'checkpoints' / 'latest').is_file():
         time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and 'Traceback' not in err, err
     summary = json.loads((run / 'summary.json').read_text())
     assert summary['status'] == 'interrupted' and f'--resume {run}' in summary['message']
     assert summary['last_checkpoint'] is not None
+    assert not [p for p in (run / 'checkpoints').iterdir() if p.name.startswith('.')]
+
+
+def test_a_partial_checkpoint_of_a_killed_process_is_removed_on_resume(tmp_path, splits):
+    """SIGKILL during a checkpoint write leaves its temporary folder; the run's next start removes it."""
+    run = tmp_path / 'run'
+    train(tiny_overrides(run, steps=2, checkpoint_every=2), *splits)
+    leftover = run / 'checkpoints' / '.tmp-step_00000004-99999'
+    leftover.mkdir()
+    (leftover / 'model.safetensors').write_bytes(b'half')
+    train({'resume': str(run), 'steps': 4, 'progress': False, 'plot': False}, *splits)
+    assert not leftover.exists() and (run / 'checkpoints' / 'step_00000004').is_dir()
+
+
+def test_init_from_weights_that_differ_from_their_record_is_refused(tmp_path, splits, capsys):
+    """--init-from local-dir:DIR trained from weights that did not match their recorded sha256 (evaluate refused
+    them): a swapped or truncated file is a one-line error now, with no run folder."""
+    from timm_identity.hub.export import export_checkpoint
+    source = tmp_path / 'source'
+    train(tiny_overrides(source, steps=2, checkpoint_every=2), *splits)
+    folder = export_checkpoint(source, tmp_path / 'exported')
+    weights = folder / 'model.safetensors'
+    good = weights.read_bytes()
+    for damaged in (good[:-7] + b'\0' * 7, good[:len(good) // 2]):  # changed bytes, truncated
+        weights.write_bytes(damaged)
+        with pytest.raises(ValueError, match=f'{weights}.*(damaged|truncated|sha256)'):
+            train(tiny_overrides(tmp_path / 'tuned', steps=1, init_from=f'local-dir:{folder}'), *splits)
+        assert not (tmp_path / 'tuned').exists()
+    weights.write_bytes(good)
+    assert main(['train-cifar', '--init-from', str(tmp_path / 'nothing'), '--out-dir', str(tmp_path / 'x'),
+                 *TINY_RUN]) == 2
+    assert 'no such file or folder' in capsys.readouterr().err
+
+
+def test_a_fine_tune_resumes_after_its_base_moved(tmp_path, splits):
+    """A resumed --init-from run builds its model from its own checkpoint: the base weights are not needed."""
+    from timm_identity.hub.export import export_checkpoint
+    source = tmp_path / 'source'
+    train(tiny_overrides(source, steps=2, checkpoint_every=2), *splits)
+    base = export_checkpoint(source, tmp_path / 'base')
+    tuned = tmp_path / 'tuned'
+    train(tiny_overrides(tuned, steps=2, checkpoint_every=2, init_from=f'local-dir:{base}'), *splits)
+    base.rename(tmp_path / 'moved')
+    summary = train({'resume': str(tuned), 'steps': 4, 'progress': False, 'plot': False}, *splits)
+    assert summary['status'] == 'completed' and summary['steps'] == 4
 
 
 def test_export_refuses_a_summary_of_another_run(tmp_path, splits):
-    """Defect 10: a CIFAR-100 summary on a CIFAR-10 checkpoint put the other run's dataset and metrics on the card."""
+    """A summary is checked against the checkpoint it claims (run id, step, weights sha256), never trusted by
+    matching sizes: another run's summary of the same dataset and step count, another step of this run, a summary
+    whose weights are not these, and a timm summary.csv whose epoch equals a train-cifar step are refused."""
     from timm_identity.hub.export import ExportError, export_checkpoint
-    run = tmp_path / 'run'
-    train(tiny_overrides(run, steps=2, eval_every=2), *splits)
-    other = dict(json.loads((run / 'summary.json').read_text()), dataset='cifar100', final_step=7, checkpoint_step=7)
-    other['config'] = dict(other['config'], dataset='cifar100')
-    (tmp_path / 'other.json').write_text(json.dumps(other))
-    with pytest.raises(ExportError) as e:
-        export_checkpoint(run, tmp_path / 'out', summary=tmp_path / 'other.json')
-    message = str(e.value)
-    assert 'does not describe this checkpoint' in message and 'cifar100 run, the checkpoint of a cifar10 run' in message
-    assert 'step 7, the checkpoint is step 2' in message and not (tmp_path / 'out').exists()
+    run, twin = tmp_path / 'run', tmp_path / 'twin'
+    train(tiny_overrides(run, steps=2, eval_every=1, keep_checkpoints=0), *splits)
+    train(tiny_overrides(twin, steps=2, eval_every=1, seed=3), *splits)  # same dataset, same step count
+    own = json.loads((run / 'summary.json').read_text())
+    cases = [(twin / 'summary.json', 'it is of run'),
+             (dict(own, checkpoint_step=1), 'it describes step 1, the checkpoint is step 2'),
+             (dict(own, checkpoint_sha256='0' * 64), 'its weights sha256 000000000000... is not that of')]
+    for i, (summary, message) in enumerate(cases):
+        if isinstance(summary, dict):
+            (tmp_path / f's{i}.json').write_text(json.dumps(summary))
+            summary = tmp_path / f's{i}.json'
+        with pytest.raises(ExportError, match='does not describe this checkpoint: ' + message):
+            export_checkpoint(run, tmp_path / 'out', summary=summary)
+    (tmp_path / 'summary.csv').write_text('epoch,eval_top1\n2,99.0\n')  # epoch 2 = the checkpoint's step
+    with pytest.raises(ExportError, match="summary.csv describes timm checkpoints; .* is a train-cifar checkpoint"):
+        export_checkpoint(run, tmp_path / 'out', summary=tmp_path / 'summary.csv')
+    assert not (tmp_path / 'out').exists()
     folder = export_checkpoint(run, tmp_path / 'ok', summary=run / 'summary.json')  # its own: fine
     assert (folder / 'README.md').is_file()
+
+
+def test_export_refuses_a_run_record_of_another_run(tmp_path, splits):
+    """A checkpoint's run record is the one of its own run (same run id), never a copy: another run's run.json
+    in its folder would put that run's dataset and metrics on the card."""
+    from timm_identity.hub.export import ExportError, export_checkpoint
+    run, other = tmp_path / 'run', tmp_path / 'other'
+    train(tiny_overrides(run, steps=2, eval_every=2), *splits)
+    train(tiny_overrides(other, steps=2, eval_every=2, seed=3), *splits)
+    (run / 'run.json').write_bytes((other / 'run.json').read_bytes())
+    with pytest.raises(ExportError, match='belongs to run .* but .*run.json is the record of run'):
+        export_checkpoint(run, tmp_path / 'out')
+    assert not (tmp_path / 'out').exists()
 
 
 @pytest.mark.parametrize('argv, message', [
@@ -253,23 +324,200 @@ def test_run_script_keeps_a_double_dash(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == "['--', 'a']"
 
 
-def test_a_broken_tag_folder_breaks_only_that_tag(tmp_path):
-    """A damaged weights.json, or a missing TIMM_IDENTITY_HUB_CONFIGS folder, must not break the import."""
+# ------------------------------------------------------------------ third outside audit: bad input and full disks
+
+
+def _one_line(err: str) -> str:
+    assert 'Traceback' not in err and len(err.strip().splitlines()) == 1, err
+    return err.strip()
+
+
+@pytest.fixture
+def sample_copy(tmp_path, monkeypatch):
+    """A copy of the shipped demo sample that ``load_cifar10_sample()`` (and so ``demo``) reads instead."""
     import shutil
-    from timm_identity.hub.export import hub_configs_dir
-    configs = tmp_path / 'hub_configs'
-    shutil.copytree(hub_configs_dir(), configs, ignore=shutil.ignore_patterns('*.safetensors'))
-    (configs / 'allconv_resnet_cifar.cifar10' / 'weights.json').write_text('{"file": ')
-    code = ("import timm, timm_identity\nprint(timm.is_model('allconv_resnet_cifar'))\n"
-            "m = timm.create_model('allconv_resnet_cifar.cifar100')\n"
-            "try:\n    timm.create_model('allconv_resnet_cifar.cifar10', pretrained=True)\n"
-            "except RuntimeError as e:\n    print(str(e).splitlines()[0])\n")
-    for value in (str(configs), str(tmp_path / 'missing')):
-        proc = subprocess.run([sys.executable, '-c', code], env={**os.environ, 'TIMM_IDENTITY_HUB_CONFIGS': value},
-                              capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.splitlines()[0] == 'True'
-        if value == str(configs):
-            assert 'weights record is damaged' in proc.stdout
-        else:
-            assert 'not a folder' in proc.stderr and 'own pretrained tags instead' in proc.stderr
+    from timm_identity.data import sample_images
+    folder = tmp_path / 'samples'
+    shutil.copytree(sample_images.samples_dir(), folder)
+    monkeypatch.setattr(sample_images, 'samples_dir', lambda: folder)
+    return folder
+
+
+def _edit_record(folder, edit):
+    path = folder / 'cifar10_test_sample.json'
+    meta = json.loads(path.read_text())
+    edit(meta)
+    path.write_text(json.dumps(meta, indent=1) + '\n')
+
+
+@pytest.mark.parametrize('damage, message', [
+    (lambda f: _edit_record(f, lambda m: m['labels'].__setitem__(0, 1)),
+     'cifar10_test_sample.json: the labels, class names or test-batch indices differ from the SHA-256 it records'),
+    (lambda f: _edit_record(f, lambda m: m['classes'].__setitem__(3, 'dog')),
+     'the labels, class names or test-batch indices differ'),
+    (lambda f: _edit_record(f, lambda m: m.pop('labels_sha256')), 'cifar10_test_sample.json: no labels_sha256'),
+    (lambda f: _edit_record(f, lambda m: m.__setitem__('labels', m['labels'][:-1])), 'labels must be 100 integers'),
+    (lambda f: (f / 'cifar10_test_sample.json').write_text('{"count": 100, '),
+     'cifar10_test_sample.json: not readable'),
+    (lambda f: (f / 'cifar10_test_sample.png').write_bytes((f / 'cifar10_test_sample.png').read_bytes()[:5000]),
+     'cifar10_test_sample.png: not readable (image file is truncated'),
+    (lambda f: (f / 'cifar10_test_sample.png').write_bytes(b'not a png'), 'cifar10_test_sample.png: not readable'),
+])
+def test_demo_refuses_a_damaged_sample_in_one_line(sample_copy, capsys, damage, message):
+    """Audit 3, item 1: the labels were not checked (an edited label was shown as the truth), and a damaged
+    JSON record or PNG was a traceback."""
+    damage(sample_copy)
+    assert main(['demo']) == 2
+    out, err = capsys.readouterr()
+    line = _one_line(err)
+    assert line.startswith('timm-identity demo: error: ') and message in line and 'damaged' in line, line
+    assert out == ''  # checked before anything is printed
+
+
+def test_demo_sample_records_its_labels(sample_copy):
+    from timm_identity.data.sample_images import labels_sha256, load_cifar10_sample
+    meta = json.loads((sample_copy / 'cifar10_test_sample.json').read_text())
+    assert meta['labels_sha256'] == labels_sha256(meta['labels'], meta['classes'], meta['test_batch_indices'])
+    _, labels, classes = load_cifar10_sample()  # the shipped record, as shipped
+    assert labels.tolist() == meta['labels'] and classes == meta['classes']
+
+
+@pytest.mark.parametrize('value', ['0', '-3'])
+def test_demo_batch_size_must_be_positive(value, capsys):
+    """Audit 3, item 1: `demo --batch-size 0` printed nan."""
+    with pytest.raises(SystemExit) as e:
+        main(['demo', '--batch-size', value])
+    assert e.value.code == 2 and f'--batch-size: must be at least 1, got {value}' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('fault', ['full', 'read_only'])
+def test_evaluate_output_onto_a_full_or_read_only_disk(tmp_path, tiny_cifar, capsys, monkeypatch, fault):
+    """Audit 3, item 2: a traceback, and a full disk left an empty eval.json. Now one line naming the file and
+    nothing left behind (an existing file keeps its old content)."""
+    import errno
+    from timm_identity import atomic_io
+    from timm_identity.train import cli as train_cli
+    calls = []
+    monkeypatch.setattr(train_cli, 'evaluate_checkpoint', lambda *a, **k: calls.append(a) or {'error': 12.5})
+    out_dir = tmp_path / 'out'
+    out_dir.mkdir()
+    (out_dir / 'old.json').write_text('{"error": 1.0}\n')
+    if fault == 'full':
+        def full_disk(fd):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        monkeypatch.setattr(atomic_io.os, 'fsync', full_disk)
+        reason = 'No space left on device'
+    elif os.geteuid() != 0:
+        out_dir.chmod(0o555)
+        reason = 'Permission denied'
+    else:  # root writes into a chmod-ed folder: a read-only filesystem as open() reports it
+        def read_only(path, *a, **k):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        monkeypatch.setattr(atomic_io, 'open', read_only, raising=False)
+        reason = 'Read-only file system'
+    try:
+        for target in (out_dir / 'new' / 'eval.json', out_dir / 'old.json'):
+            argv = ['evaluate', str(tmp_path / 'run'), '--data-dir', tiny_cifar.folder, '--output', str(target)]
+            assert main(argv) == 2
+            line = _one_line(capsys.readouterr().err)
+            assert line.startswith(f'error: --output {target}: cannot write') and reason in line, line
+        assert sorted(p.name for p in out_dir.iterdir()) == ['old.json']  # no eval.json, temporary file, folder
+        assert (out_dir / 'old.json').read_text() == '{"error": 1.0}\n'
+    finally:
+        out_dir.chmod(0o755)
+    if fault == 'read_only' and os.geteuid() != 0:
+        assert not calls  # refused before the evaluation
+
+
+@pytest.mark.parametrize('error', ['safetensors', 'oserror'])
+def test_export_onto_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch, error):
+    """Audit 3, item 3: safetensors' write error was a traceback; an OSError named a temporary file; the folders
+    made for --output stayed."""
+    import errno
+    import safetensors.torch
+    from safetensors import SafetensorError
+    from hub_testutil import tiny_checkpoint, write_model_card
+    ckpt, _, summary = tiny_checkpoint(tmp_path)
+    card = write_model_card(tmp_path)
+
+    def full_disk(tensors, filename, *a, **k):
+        if error == 'safetensors':  # what safetensors raises on a full disk
+            raise SafetensorError('Error while serializing: I/O error: No space left on device (os error 28)')
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(filename))
+    monkeypatch.setattr(safetensors.torch, 'save_file', full_disk)
+    dest = tmp_path / 'exports'
+    output = dest / 'c10'
+    assert main(['export', str(ckpt), '--arch', 'allconv_resnet_cifar.cifar10', *TINY_MODEL_ARGS,
+                 '--summary', str(summary), '--model-card', str(card), '--output', str(output)]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line == (f'timm-identity export: error: --output {output}: cannot write it (No space left on device); '
+                    f'nothing was written'), line
+    assert not dest.exists()
+    assert not [p for p in tmp_path.rglob('*') if p.name.startswith('.')]
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--pad', '1000000'], '--pad must be less than the 32-pixel image size (0 to 31'),
+    (['--pad', '32'], '--pad must be less than the 32-pixel image size'),
+    (['--decay-steps', '-3'], '--decay-steps must be positive step numbers'),
+    (['--decay-steps', '0', '1'], '--decay-steps must be positive step numbers'),
+    (['--decay-steps', '1', '2'], '--decay-steps 2 is not inside the run of --steps 2'),
+    (['--warmup-steps', '2'], '--warmup-steps 2 must be less than --steps 2'),
+    (['--sched', 'constant', '--warmup-steps', '7'], '--warmup-steps 7 must be less than --steps 2'),
+    (['--warmup-steps', '-1'], '--warmup-steps must be an integer >= 0'),
+])
+def test_train_cifar_pad_and_schedule_limits(tmp_path, tiny_cifar, capsys, flags, message):
+    """Audit 3, item 4: --pad 1000000 padded the training set by a million pixels, negative --decay-steps and
+    steps past the run were taken, and a warmup longer than the run was refused only for cosine."""
+    run = tmp_path / 'run'
+    assert main(['train-cifar', '--data-dir', tiny_cifar.folder, '--out-dir', str(run), '--steps', '2', *TINY_RUN,
+                 *flags]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert message in line, line
+    assert not run.exists()
+
+
+def test_recipe_decay_steps_past_a_short_run_are_fine():
+    """Only explicit --decay-steps must lie inside the run: the paper recipe's 30k/50k with --steps 6 is a short
+    run (every test's), not an error."""
+    from timm_identity.train.config import resolve_config
+    assert resolve_config({'steps': 6})['decay_steps'] == [30000, 50000]
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['cifar', '{data}', '--label-type', 'coarse'], '--label-type coarse: only CIFAR-100 has coarse labels'),
+    (['cifar', '{data}', '--name', 'a-b'], "--name 'a-b': use only ASCII letters, digits and '_'"),
+    (['cifar', '{data}', '--name', 'c10{0..1}'], "--name 'c10{0..1}': use only"),
+    (['cifar', '{data}', '--name', ''], "--name '': use only"),
+    (['imagenet', '{missing}', '--name', 'in.1k'], "--name 'in.1k': use only"),
+])
+def test_shards_refuses_coarse_cifar10_and_bad_names_before_writing(tmp_path, tiny_cifar, capsys, argv, message):
+    """Audit 3, item 5: coarse labels for CIFAR-10 and a name with '-' were tracebacks (after reading the data)."""
+    out = tmp_path / 'shards'
+    places = {'{data}': str(tiny_cifar.folder), '{missing}': str(tmp_path / 'no_imagenet')}
+    argv = [places.get(a, a) for a in argv]
+    assert main(['shards', *argv, '--out', str(out), '--no-progress', '--workers', '1']) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith(f'timm-identity shards {argv[0]}: error: ') and message in line, line
+    assert not out.exists()
+
+
+def test_publish_dry_run_refuses_a_fifo_without_reading_it(tmp_path, capsys):
+    """Audit 3, item 6: a FIFO in the folder hung `publish --dry-run` (reading it waits for a writer)."""
+    folder = tmp_path / 'export'
+    folder.mkdir()
+    (folder / 'config.json').write_text('{"architecture": "allconv_resnet_cifar"}')
+    os.mkfifo(folder / 'README.md')
+
+    def hung(signum, frame):
+        raise TimeoutError('publish --dry-run hung on the FIFO')
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.setitimer(signal.ITIMER_REAL, 30)
+    try:
+        assert main(['publish', str(folder), '--repo-id', 'me/model', '--dry-run']) == 2
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    line = _one_line(capsys.readouterr().err)
+    assert line == (f'timm-identity publish: error: Refusing to publish {folder}: README.md is a FIFO (named pipe), '
+                    f'not a regular file or folder; remove it. Nothing was read or uploaded.'), line

@@ -26,7 +26,7 @@ def test_export_folder_is_hub_form_and_reloads_identically(tmp_path):
     folder = _export(tmp_path, ckpt, summary=summary)
     assert sorted(p.name for p in folder.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
     # nothing else left beside it (the temporary folder was renamed)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['MODEL_CARD.md', 'ckpt', 'out']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['MODEL_CARD.md', 'out', 'run']
 
     cfg = json.loads((folder / 'config.json').read_text())
     assert cfg['architecture'] == 'allconv_resnet_cifar'
@@ -46,10 +46,10 @@ def test_export_folder_is_hub_form_and_reloads_identically(tmp_path):
     card = ModelCard((folder / 'README.md').read_text())
     assert card.data.library_name == 'timm'
     # the model-index lists only what was measured on these weights: the final evaluation; the best test
-    # error during training (at a step the summary does not record) is in the text, labelled
+    # error during training (at another step, so of other weights) is in the text, labelled
     assert {e.metric_name: e.metric_value for e in card.data.eval_results} == {'Top-1 accuracy (final)': 93.5}
-    assert ('| best during training (picked by its test split error): other weights than these | 6.25 | 93.75 |'
-            in card.text)
+    assert ('| best during training, step 40 (picked by its test split error): other weights than these | 6.25 | '
+            '93.75 |' in card.text)
 
 
 def test_export_timm_train_checkpoint_uses_ema_and_weights_only(tmp_path):
@@ -159,12 +159,13 @@ def test_cli_export_and_errors(tmp_path, capsys):
     assert '--overwrite' in capsys.readouterr().err
     assert cli_main(['export', str(tmp_path / 'missing.safetensors'), '--arch', 'allconv_resnet_cifar.cifar10',
                      '--output', str(tmp_path / 'o2')]) == 2
-    assert 'Checkpoint not found' in capsys.readouterr().err
+    assert 'missing.safetensors: no such file or folder' in capsys.readouterr().err
 
 
-def test_export_accepts_train_cifar_run_folder_summary_and_checkpoint_folder(tmp_path):
-    """What train-cifar writes is what export takes: the run folder, its summary.json or one checkpoint
-    folder; architecture, model arguments, mean/std and label names come from the checkpoint's config.json."""
+def test_export_accepts_train_cifar_run_folder_and_checkpoint_folder(tmp_path):
+    """What train-cifar writes is what export takes, with no --arch: the run folder (its newest checkpoint) or one
+    checkpoint folder; architecture, model arguments, mean/std and label names come from the checkpoint's
+    config.json, the dataset (the default tag) and metrics from the run's record and log."""
     from timm_identity.train.cifar_trainer import train
     from train_helpers import CLASSES, learnable_split, tiny_overrides
     run = tmp_path / 'run'
@@ -173,30 +174,29 @@ def test_export_accepts_train_cifar_run_folder_summary_and_checkpoint_folder(tmp
     card = write_model_card(tmp_path)
     trained = timm.create_model(f'local-dir:{run / "checkpoints" / "step_00000002"}', pretrained=True).eval()
 
-    for i, source in enumerate((run, run / 'summary.json')):
+    for i, source in enumerate((run, run / 'checkpoints' / 'step_00000002')):
         folder = export_checkpoint(source, tmp_path / f'out{i}', model_card=card)
         cfg = json.loads((folder / 'config.json').read_text())
         assert cfg['architecture'] == 'allconv_resnet_cifar' and cfg['model_args']['depths'] == [1, 1, 1]
-        assert cfg['pretrained_cfg']['tag'] == 'cifar10_paper'  # the checkpoint's own tag by default
-        assert cfg['pretrained_cfg']['mean'] == pytest.approx(summary['mean'])  # the run's normalisation
+        assert cfg['pretrained_cfg']['tag'] == 'cifar10'  # the run's dataset
+        assert cfg['pretrained_cfg']['mean'] == trained.pretrained_cfg['mean']  # the run's normalisation
         assert cfg['label_names'] == CLASSES
         reloaded = timm.create_model(f'local-dir:{folder}', pretrained=True).eval()
         with torch.no_grad():
             assert torch.equal(reloaded(X), trained(X))
-        # the run's summary travels with its newest checkpoint
         card_data = ModelCard((folder / 'README.md').read_text()).data
         errors = {e.metric_name: e.metric_value for e in card_data.eval_results}
         assert errors['Top-1 accuracy (final)'] == pytest.approx(100 - summary['final_test_error'])
 
-    # an older checkpoint folder: its own run record (its weights' test error at step 1), not the run's final
-    # metrics; --arch picks a registered tag
+    # an older checkpoint folder: the run's log up to its step (its weights' test error at step 1), not the run's
+    # final metrics; --arch picks a registered tag
     folder = export_checkpoint(run / 'checkpoints' / 'step_00000001', tmp_path / 'old', model_card=card,
                                arch='allconv_resnet_cifar.cifar10')
     assert json.loads((folder / 'config.json').read_text())['pretrained_cfg']['tag'] == 'cifar10'
-    step1 = json.loads((run / 'checkpoints' / 'step_00000001' / 'run.json').read_text())
-    assert step1['checkpoint_step'] == step1['final_step'] == 1
+    step1 = json.loads((run / 'log.jsonl').read_text().splitlines()[0])
+    assert step1['step'] == 1
     errors = {e.metric_name: e.metric_value for e in ModelCard((folder / 'README.md').read_text()).data.eval_results}
-    assert errors['Top-1 accuracy (final)'] == pytest.approx(100 - step1['final_test_error'])
+    assert errors['Top-1 accuracy (final)'] == pytest.approx(100 - step1['test_error'])
 
     assert cli_main(['export', str(run), '--output', str(tmp_path / 'cli'), '--model-card', str(card)]) == 0
     assert cli_main(['export', str(tmp_path / 'nothing'), '--output', str(tmp_path / 'x')]) == 2
@@ -281,7 +281,7 @@ def test_export_timm_run_folder_after_resume(tmp_path):
     assert "paper's recipe" not in (folder / 'config.json').read_text()
 
     (run / 'summary.csv').write_text('epoch,eval_top1\n0,nope\n')  # any error names the file
-    with pytest.raises(ValueError, match=str(run / 'summary.csv')):
+    with pytest.raises(ExportError, match=str(run / 'summary.csv')):
         export_checkpoint(run, tmp_path / 'out2', tag='cifar10', model_card=write_model_card(tmp_path))
 
 
@@ -306,10 +306,9 @@ def test_card_of_a_short_run_claims_no_paper_recipe(tmp_path):
     assert '- **Exported weights:** step 16 (step_00000016/model.safetensors)' in card.text
     assert {e.dataset_split for e in card.data.eval_results} == {'test'}
 
-    # an earlier checkpoint folder: its own run record (run.json) as of step 8, with the test error of its weights
+    # an earlier checkpoint folder: the run as of step 8, with the test error of its weights
     ckpt8 = run / 'checkpoints' / 'step_00000008'
-    record = json.loads((ckpt8 / 'run.json').read_text())
-    assert (record['status'], record['checkpoint_step'], record['final_step']) == ('running', 8, 8)
+    record = next(r for r in map(json.loads, (run / 'log.jsonl').read_text().splitlines()) if r['step'] == 8)
     folder = export_checkpoint(ckpt8, tmp_path / 'old', model_card=write_model_card(tmp_path),
                                arch='allconv_resnet_cifar.cifar10')
     card = ModelCard((folder / 'README.md').read_text())
@@ -318,4 +317,4 @@ def test_card_of_a_short_run_claims_no_paper_recipe(tmp_path):
     assert '- **Evaluated on:** CIFAR-10 `test` split, 20 images' in card.text
     assert '- **Exported weights:** step 8 (step_00000008/model.safetensors)' in card.text
     top1 = [e for e in card.data.eval_results if e.metric_name == 'Top-1 accuracy (final)']
-    assert [round(100 - e.metric_value, 4) for e in top1] == [round(record['final_test_error'], 4)]
+    assert [round(100 - e.metric_value, 4) for e in top1] == [round(record['test_error'], 4)]

@@ -1,11 +1,12 @@
 """Model card rendering: Hub metadata the Hub understands + MODEL_CARD.md with placeholders."""
-import json
 
 import pytest
 from huggingface_hub import ModelCard
 
 from timm_identity.hub.model_card import ModelInfo, render_model_card
-from timm_identity.hub.training_sources import Metric, TrainingRecord, read_summary, read_timm_summary_csv
+from timm_identity.hub.training_sources import (
+    Metric, TrainingRecord, read_timm_summary, read_timm_summary_csv, train_cifar_source,
+)
 
 from hub_testutil import MODEL_CARD_TEMPLATE, RESUMED_SUMMARY_CSV
 
@@ -58,27 +59,36 @@ def test_no_metrics_no_model_index():
     assert 'No measured results' in card.text
 
 
-def test_read_summary_json_and_timm_csv(tmp_path):
-    p = tmp_path / 'summary.json'
-    p.write_text(json.dumps(dict(final_test_error=6.5, best_test_error=6.25, final_test_error_top5=0.4,
-                                 steps=60000, command='x')))
-    read = read_summary(p)
-    assert [(m.topk, m.which, m.error) for m in read.metrics] == [
-        (1, 'final', 6.5), (1, 'best during training', 6.25), (5, 'final', 0.4)]
-    assert read.details == {} and read.training.length == '60,000 optimizer steps'
-    assert read.training.eval_split == 'test' and read.training.eval_images is None  # no test_images key
+def _run_record(steps=60000, test_images=10000):
+    """A train-cifar run record (run.json) as the trainer writes it, for the readers of runs."""
+    from timm_identity.train.config import resolve_config
+    from timm_identity.train.run_record import new_run_record
+    record = new_run_record(resolve_config(dict(steps=steps)), {'train_sha256': '0' * 64, 'train_images': 50_000,
+                                                                 'test_sha256': '1' * 64, 'test_images': test_images},
+                            None)
+    record['starts'].append({'step': 0, 'argv': ['timm-identity', 'train-cifar'], 'device': 'cpu'})
+    return record
 
-    p.write_text(json.dumps(dict(final_test_error=0.065, best_test_error=0.06)))
-    with pytest.raises(ValueError, match='percent'):
-        read_summary(p)
-    p.write_text('{"final_test_error": 6.5,')  # cut short: the error names the file
-    with pytest.raises(ValueError, match=f'{p}: not readable as JSON'):
-        read_summary(p)
 
+def test_train_cifar_source_reads_the_log_up_to_the_step():
+    records = [dict(step=30000, test_error=7.0, test_top5=99.1), dict(step=40000, test_error=6.25),
+               dict(step=60000, test_error=6.5, test_top5=99.6), dict(step=70000, test_error=5.0)]
+    read = train_cifar_source(_run_record(), records, 60000, ema=False, status='completed')
+    assert [(m.topk, m.which, m.error, m.step, m.of_these_weights) for m in read.metrics] == [
+        (1, 'final', 6.5, 60000, True), (5, 'final', pytest.approx(0.4), 60000, True),
+        (1, 'best during training', 6.25, 40000, False)]  # step 70000 is after these weights
+    assert read.training.length == '60,000 optimizer steps of 60,000 planned (153.60 epochs)'
+    assert read.training.eval_split == 'test' and read.training.eval_images == 10000
+    ema = train_cifar_source(_run_record(), [dict(step=60000, test_error=6.5, ema_test_error=6.0)], 60000, ema=True,
+                             status='completed')
+    assert [(m.which, m.error) for m in ema.metrics] == [('final', 6.0)]  # the EMA's evaluation, for EMA weights
+
+
+def test_read_timm_summary_csv(tmp_path):
     csv = tmp_path / 'summary.csv'
     csv.write_text('epoch,train_loss,eval_loss,eval_top1,eval_top5\n0,2.0,1.9,60.0,90.0\n1,1.5,1.2,75.5,95.0\n'
                    '2,1.4,1.3,74.0,94.0\n')
-    read = read_summary(csv)
+    read = read_timm_summary(csv)
     assert [(m.topk, m.which, m.accuracy, m.step) for m in read.metrics] == [
         (1, 'final', 74.0, 2), (5, 'final', 94.0, 2), (1, 'best during training', 75.5, 1),
         (5, 'best during training', 95.0, 1)]
@@ -90,7 +100,7 @@ def test_timm_summary_csv_of_a_resumed_run(tmp_path):
     csv = tmp_path / 'summary.csv'
     csv.write_bytes(RESUMED_SUMMARY_CSV.encode())
     assert [r['epoch'] for r in read_timm_summary_csv(csv)] == [0, 1, 2]
-    read = read_summary(csv)
+    read = read_timm_summary(csv)
     # the best epoch is the final one: each number once, the final marked as also the best
     assert [(m.topk, m.which, m.accuracy, m.also_best) for m in read.metrics] == [
         (1, 'final', 20.0, True), (5, 'final', 70.0, True)]
@@ -107,13 +117,13 @@ def test_timm_summary_csv_partial_rows_and_restarts(tmp_path, caplog):
     rows = read_timm_summary_csv(csv)
     assert [(r['epoch'], r['eval_top1']) for r in rows] == [(0, 60.0), (1, 70.0), (2, 72.0)]
     assert f'{csv}: skipped partial row(s) on line(s) [4, 7]' in caplog.text
-    read = read_summary(csv)
+    read = read_timm_summary(csv)
     assert [(m.which, m.accuracy, m.also_best) for m in read.metrics if m.topk == 1] == [('final', 72.0, True)]
     for text, match in [('0,2.0,1.9,60.0,90.0\r\n', 'line 1|:1: a row before any header'),
                         ('epoch,train_loss\r\n0,2.0\r\n', 'no rows with an eval_top1 column')]:
         csv.write_bytes(text.encode())
         with pytest.raises(ValueError, match=str(csv)):
-            read_summary(csv)
+            read_timm_summary(csv)
 
 
 def test_card_says_only_what_the_source_records():
@@ -136,13 +146,11 @@ def test_card_says_only_what_the_source_records():
     assert '- **Command:** not recorded' in card.text and '- **Length:** 3 epochs' in card.text
 
 
-def test_model_index_lists_only_results_of_these_weights(tmp_path):
+def test_model_index_lists_only_results_of_these_weights():
     """A best test error at another step than the exported weights is in the text (with its step and the
     split it was picked on), never in the model-index metadata."""
-    p = tmp_path / 'summary.json'
-    p.write_text(json.dumps(dict(final_test_error=8.0, final_step=3000, best_test_error=7.5, best_step=2500,
-                                 test_images=10000, steps=3000)))
-    read = read_summary(p)
+    records = [dict(step=2500, test_error=7.5), dict(step=3000, test_error=8.0)]
+    read = train_cifar_source(_run_record(steps=3000), records, 3000, ema=False, status='completed')
     assert [(m.which, m.step, m.of_these_weights) for m in read.metrics] == [
         ('final', 3000, True), ('best during training', 2500, False)]
     card = ModelCard(render_model_card(_info(metrics=read.metrics, training=read.training), None))
@@ -151,9 +159,9 @@ def test_model_index_lists_only_results_of_these_weights(tmp_path):
     assert ('| best during training, step 2,500 (picked by its test split error): other weights than these '
             '| 7.50 | 92.50 | - |') in card.text
     assert "Only the rows measured on these weights are in the card's metadata" in card.text
-
-    p.write_text(json.dumps(dict(final_test_error=8.0, final_step=3000, best_test_error=8.0, best_step=3000)))
-    assert all(m.of_these_weights for m in read_summary(p).metrics)  # the best is the final step: these weights
+    records = [dict(step=2500, test_error=8.5), dict(step=3000, test_error=8.0)]
+    read = train_cifar_source(_run_record(steps=3000), records, 3000, ema=False, status='completed')
+    assert all(m.of_these_weights for m in read.metrics)  # the best is the final step: these weights
 
 
 def test_card_usage_names_the_package_and_only_what_it_installs():
@@ -171,11 +179,9 @@ def test_card_usage_names_the_package_and_only_what_it_installs():
         importlib.import_module(module)
 
 
-def test_a_best_that_is_the_final_point_is_listed_once(tmp_path):
-    p = tmp_path / 'summary.json'
-    p.write_text(json.dumps(dict(final_test_error=8.65, final_step=36000, best_test_error=8.65, best_step=36000,
-                                 test_images=10000, steps=36000)))
-    read = read_summary(p)
+def test_a_best_that_is_the_final_point_is_listed_once():
+    records = [dict(step=34000, test_error=8.9), dict(step=36000, test_error=8.65)]
+    read = train_cifar_source(_run_record(steps=36000), records, 36000, ema=False, status='completed')
     card = ModelCard(render_model_card(_info(metrics=read.metrics, training=read.training), None))
     assert [(e.metric_name, e.metric_value) for e in card.data.eval_results] == [('Top-1 accuracy (final)', 91.35)]
     rows = [line for line in card.text.splitlines() if line.startswith('| final')]

@@ -12,7 +12,7 @@ import timm_identity  # noqa: F401  (registers the models)
 from timm_identity.cli import main as cli_main
 from timm_identity.hub.export import hub_configs_dir
 from timm_identity.models import AllConvResNet
-from timm_identity.pretrained.tags import PLANNED_HF_HUB_IDS
+from timm_identity.pretrained.tags import hub_repo_id
 from timm_identity.models.fixed_projection import FixedRandomProjection
 from timm_identity.models.residual_block import AllConvResidualBlock, AvgPoolPadShortcut
 from timm_identity.report import block_residual_ratios, summarize
@@ -42,10 +42,12 @@ def _conv_counts(model):
 def test_registry_lists_models_and_tags():
     assert timm.list_models('allconv*') == ['allconv_resnet_cifar', 'allconv_resnet_cifar_w16_d3',
                                             'allconv_resnet_imagenet']
-    folders = sorted(p.name for p in hub_configs_dir().iterdir() if (p / 'config.json').is_file())
-    assert timm.list_models('allconv*', include_tags=True) == folders == [
+    assert timm.list_models('allconv*', include_tags=True) == [
         'allconv_resnet_cifar.cifar10', 'allconv_resnet_cifar.cifar100', 'allconv_resnet_cifar_w16_d3.cifar10',
         'allconv_resnet_cifar_w16_d3.cifar100', 'allconv_resnet_imagenet.in1k']
+    # hub_configs/ holds a folder (the Hub repo's form) for exactly the tags that ship weights
+    folders = sorted(p.name for p in hub_configs_dir().iterdir() if p.is_dir() and not p.name.startswith(('.', '_')))
+    assert folders == timm.list_pretrained('allconv*')
 
 
 def test_cpu_sized_member_differs_from_table_1_only_in_channels_and_blocks():
@@ -63,14 +65,13 @@ def test_cpu_sized_member_differs_from_table_1_only_in_channels_and_blocks():
 
 
 def test_pretrained_list_says_only_what_has_weights():
-    """A tag is pretrained only with a weights record (tests/test_hub_pretrained.py covers the tags that have
-    one); a planned tag (no record, e.g. in1k: ImageNet cannot be trained here) is not listed, has no
-    hf_hub_id, and pretrained=True on it is our clear error instead of timm's silent random weights."""
+    """A tag is pretrained only when its cfg has an hf_hub_id: the tags that ship weights
+    (tests/test_shipped_weights.py); a planned tag (e.g. in1k: ImageNet cannot be trained here) is not listed, has
+    no hf_hub_id, and pretrained=True on it is our clear error instead of timm's random weights
+    (tests/test_pretrained_weights.py: with weights exported into its folder it loads them)."""
     pretrained = set(timm.list_pretrained('allconv*'))
-    for folder in hub_configs_dir().iterdir():
-        if (folder / 'config.json').is_file() and not (folder / 'weights.json').is_file():
-            assert folder.name not in pretrained
-            assert 'hf_hub_id' not in timm.models.get_pretrained_cfg(folder.name).to_dict()
+    for name in timm.list_models('allconv*', include_tags=True):
+        assert (name in pretrained) == ('hf_hub_id' in timm.models.get_pretrained_cfg(name).to_dict())
     assert 'allconv_resnet_imagenet.in1k' not in pretrained
     with pytest.raises(RuntimeError, match=r"No pretrained weights for 'allconv_resnet_imagenet.in1k' yet: no weights "
                                            r"have been trained .*'timm-identity/allconv_resnet_imagenet.in1k'"):
@@ -90,7 +91,7 @@ def test_create_by_name_and_tag(name, num_classes, hub_id, mean0):
     cfg = model.pretrained_cfg
     assert model.num_classes == num_classes and model(torch.randn(1, 3, 32, 32)).shape == (1, num_classes)
     tag = f"allconv_resnet_cifar.{cfg['tag']}"
-    assert (cfg.get('hf_hub_id') or PLANNED_HF_HUB_IDS[tag]) == hub_id  # published or planned repo
+    assert hub_repo_id(tag) == hub_id and cfg.get('hf_hub_id') in (None, hub_id)  # planned (or shipped) repo
     assert cfg['input_size'] == (3, 32, 32) and cfg['crop_pct'] == 1.0
     assert cfg['mean'][0] == mean0 and len(cfg['label_names']) == num_classes
     assert timm.data.resolve_data_config({}, model=model)['input_size'] == (3, 32, 32)

@@ -9,6 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from timm_identity.data.testing import make_tiny_cifar
+from timm_identity.hub.export import export_checkpoint
+from timm_identity.integrity import sha256_file
 from timm_identity.train.checkpoint import resolve_checkpoint
 
 from train_helpers import TINY_MODEL_ARGS
@@ -34,7 +36,7 @@ def test_dry_run_gpu_then_collect(tool, tmp_path, monkeypatch):
     files = sorted(p.name for p in out.iterdir())
     shards = [f for f in files if f.startswith('model-')]
     assert len(shards) >= 2 and 'model.safetensors.index.json' in files and len(files) <= tool.DEVICE_FILE_LIMIT
-    assert {'summary.json', 'log.jsonl', 'config.json'} <= set(files)
+    assert {'run.json', 'summary.json', 'log.jsonl', 'config.json'} <= set(files)
 
     results = tmp_path / 'results'
     assert tool.main(['collect', str(out), '--data-dir', str(tmp_path / 'data'), '--results', str(results)]) == 0
@@ -45,6 +47,12 @@ def test_dry_run_gpu_then_collect(tool, tmp_path, monkeypatch):
     original = load_file(str(resolve_checkpoint(run) / 'model.safetensors'))
     weights = load_file(str(merged / 'model.safetensors'))
     assert weights.keys() == original.keys() and all(torch.equal(weights[k], original[k]) for k in original)
+    # the run unpacked as a run folder exports as the run's own checkpoint: the merged file has the trainer's bytes
+    ckpt = tool.unpack_run(out, tmp_path / 'unpacked')
+    assert sha256_file(ckpt / 'model.safetensors') == summary['checkpoint_sha256']
+    folder = export_checkpoint(ckpt, tmp_path / 'export')
+    assert json.loads((folder / 'config.json').read_text())['pretrained_cfg']['tag'] == 'cifar10'
+    assert 'step 3 (step_00000003/model.safetensors)' in (folder / 'README.md').read_text()
 
 
 def test_gpu_phase_without_data_says_what_to_carry(tool, tmp_path, monkeypatch):

@@ -1,7 +1,8 @@
-"""The weights that ship in hub_configs/, tested as shipped: the file's SHA-256 (its record's and the one
-recorded here), `pretrained=True` through timm, a known output on the package's real CIFAR-10 sample, and
-`timm.list_pretrained` listing exactly the shipped tags. The expected values come from
-``tools/record_shipped_outputs.py``, run when the weights were exported."""
+"""The weights that ship in hub_configs/, tested as shipped: the file's SHA-256 (its record's, in the config.json
+beside it, and the one recorded here), the config.json's pretrained cfg = the cfg in code, `pretrained=True`
+through timm, a known output on the package's real CIFAR-10 sample, and `timm.list_pretrained` listing exactly
+the shipped tags. The expected values come from ``tools/record_shipped_outputs.py``, run when the weights were
+exported."""
 import json
 from pathlib import Path
 
@@ -24,17 +25,35 @@ def _sample(cfg):
     return (x - torch.tensor(cfg['mean']).view(1, 3, 1, 1)) / torch.tensor(cfg['std']).view(1, 3, 1, 1), labels
 
 
+def _record(folder):
+    return json.loads((folder / 'config.json').read_text())['files']['model.safetensors']
+
+
 def test_list_pretrained_is_exactly_the_shipped_tags():
-    shipped = sorted(d.name for d in hub_configs_dir().iterdir() if (d / 'weights.json').is_file()
-                     and (d / 'model.safetensors').is_file())
+    shipped = sorted(d.name for d in hub_configs_dir().iterdir() if (d / 'model.safetensors').is_file())
     assert shipped == sorted(KNOWN) and len(shipped) >= 1
     assert sorted(timm.list_pretrained('allconv*')) == shipped
 
 
 @pytest.mark.parametrize('tag', sorted(KNOWN))
+def test_shipped_config_json_is_the_cfg_in_code(tag):
+    """The Hub repo's config.json that ships beside the weights claims what the cfg in code says (the cfg is
+    what timm uses; the file goes to the Hub), and records the shipped file."""
+    folder = hub_configs_dir() / tag
+    config = json.loads((folder / 'config.json').read_text())
+    code = timm.models.get_pretrained_cfg(tag).to_dict()
+    norm = lambda d: {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}  # noqa: E731
+    assert norm(config['pretrained_cfg']) == norm({k: v for k, v in code.items() if k not in ('architecture', 'url')})
+    assert config['architecture'] == code['architecture'] == tag.split('.')[0]
+    assert config['num_classes'] == code['num_classes'] and config['label_names'] == list(code['label_names'])
+    assert sorted(config['files']) == ['model.safetensors']
+    assert _record(folder)['size'] == (folder / 'model.safetensors').stat().st_size
+
+
+@pytest.mark.parametrize('tag', sorted(KNOWN))
 def test_shipped_tag_as_shipped(tag):
     folder = hub_configs_dir() / tag
-    record = json.loads((folder / 'weights.json').read_text())
+    record = _record(folder)
     assert sha256_file(folder / 'model.safetensors') == record['sha256'] == KNOWN[tag]['sha256']
     model = timm.create_model(tag, pretrained=True).eval()
     assert model.pretrained_cfg['file'] == str(folder / 'model.safetensors')  # the checked, shipped file

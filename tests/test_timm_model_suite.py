@@ -8,15 +8,11 @@ module ``allconv_resnet`` added to its ``FEAT_INTER_FILTERS`` (the modules whose
 ``forward_intermediates``, listed by module as timm lists its own families) and its reset_classifier check
 counting the classifier's buffers as well as its parameters (the paper's fixed projection is a buffer), and
 run with ``-k allconv`` against the *installed* timm. Nothing of timm's is kept or committed.
-tests/test_models.py restates each contract so that a run without TIMM_SRC checks them too. Two runs:
-
-1. the package as it is: every test timm parametrizes over our models and tags must pass (the pretrained
-   tests are parametrized over ``list_models(pretrained=True)``, so they run only for tags that have weights:
-   the shipped tags, whose load + features tests must pass;
-   forward/backward/default_cfgs/torchscript/features/forward_intermediates/fx/fx+torchscript);
-2. with ``TIMM_IDENTITY_HUB_CONFIGS`` pointing at a copy of hub_configs/ where the cifar10 tag has exported
-   weights (a random-init Table 1 net, written by ``export --to-hub-configs``): timm's
-   ``test_model_load_pretrained`` / ``test_model_features_pretrained`` must pass for it.
+tests/test_models.py restates each contract so that a run without TIMM_SRC checks them too. One run: every test
+timm parametrizes over our models and tags must pass (forward/backward/default_cfgs/torchscript/features/
+forward_intermediates/fx/fx+torchscript; the pretrained tests are parametrized over
+``list_models(pretrained=True)``, the tags whose cfg in code has an ``hf_hub_id``: the shipped tags, whose load +
+features tests must pass, loading the shipped files).
 
 Locally (about half a minute on 2 CPU cores):
 
@@ -26,7 +22,6 @@ Locally (about half a minute on 2 CPU cores):
 """
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -90,21 +85,3 @@ def test_timm_suite_on_our_models(tmp_path):
     for model in ('allconv_resnet_cifar', 'allconv_resnet_imagenet'):  # the tests FEAT_INTER_FILTERS selects
         assert f'PASSED test_models.py::test_model_forward_intermediates[1-{model}]' in out, out[-6000:]
         assert f'PASSED test_models.py::test_model_forward_intermediates_features[1-{model}]' in out, out[-6000:]
-
-
-def test_timm_pretrained_tests_pass_for_a_tag_with_weights(tmp_path):
-    import timm
-    import torch
-    from safetensors.torch import save_file
-    from timm_identity.hub.export import export_checkpoint, hub_configs_dir
-
-    torch.manual_seed(0)
-    ckpt = tmp_path / 'model.safetensors'
-    save_file(timm.create_model('allconv_resnet_cifar').state_dict(), str(ckpt))
-    hub_configs = tmp_path / 'hub_configs'
-    shutil.copytree(hub_configs_dir(), hub_configs, ignore=shutil.ignore_patterns('*.safetensors', 'weights.json'))
-    export_checkpoint(ckpt, arch='allconv_resnet_cifar.cifar10', to_hub_configs=hub_configs)
-    code, counts, out = _run_suite(tmp_path, 'allconv and pretrained',
-                                   {'TIMM_IDENTITY_HUB_CONFIGS': str(hub_configs), 'HF_HUB_OFFLINE': '1'})
-    assert code == 0 and counts.get('passed') == 2 and not counts.get('failed'), out[-6000:]
-    assert 'test_model_load_pretrained[1-allconv_resnet_cifar.cifar10]' in out

@@ -1,6 +1,8 @@
 """The CIFAR trainer on the tiny model and tiny data, on CPU: learning, schedule, weight decay, head,
 resume, NaN guard, augmentation, config handling."""
+import dataclasses
 import json
+import shutil
 import math
 
 import numpy as np
@@ -140,11 +142,13 @@ def test_resume_equals_uninterrupted(tmp_path, splits):
     kw = dict(steps=6, checkpoint_every=3, keep_checkpoints=0, decay_steps=(2, 4), log_every=1)
     full = tmp_path / 'full'
     train(tiny_overrides(full, **kw), *splits)
-    ckpt3 = full / 'checkpoints' / 'step_00000003'
     resumed = tmp_path / 'resumed'
-    summary = train({'resume': str(ckpt3), 'out_dir': str(resumed), 'progress': False, 'plot': False}, *splits)
-    assert summary['resumed_from'] == str(ckpt3)
-    a, b = _log(full), _log(resumed)
+    shutil.copytree(full, resumed)  # the same run, to continue from its step 3 in its own folder
+    ckpt3 = resumed / 'checkpoints' / 'step_00000003'
+    summary = train({'resume': str(ckpt3), 'progress': False, 'plot': False}, *splits)
+    record = json.loads((resumed / 'run.json').read_text())
+    assert summary['run_id'] == record['run_id'] and [s['step'] for s in record['starts']] == [0, 3]
+    a, b = _log(full), _log(resumed)[3:]
     assert [r['step'] for r in b] == [4, 5, 6]
     for ra, rb in zip(a[3:], b):
         keys = ('step', 'loss', 'lr', 'train_acc')
@@ -162,6 +166,26 @@ def test_resume_refuses_other_settings(tmp_path, splits):
         train({'resume': str(run), 'lr': 0.1}, *splits)
     with pytest.raises(FileExistsError, match='already holds a run'):
         train(tiny_overrides(run, steps=2), *splits)
+
+
+def test_resume_stays_in_its_run_with_its_data(tmp_path, splits):
+    """A resumed run continues in its own folder, on its own training and test data, and only forward."""
+    run, other = tmp_path / 'run', tmp_path / 'other'
+    train(tiny_overrides(run, steps=2, checkpoint_every=2), *splits)
+    train(tiny_overrides(other, steps=2, checkpoint_every=2, seed=1), *splits)
+    before = {p: p.read_bytes() for p in other.rglob('*') if p.is_file()}
+    with pytest.raises(ValueError, match='continues the run in its own folder'):
+        train({'resume': str(run / 'checkpoints' / 'step_00000002'), 'out_dir': str(other)}, *splits)
+    assert {p: p.read_bytes() for p in other.rglob('*') if p.is_file()} == before  # untouched
+    test2 = dataclasses.replace(splits[1], labels=(splits[1].labels + 1) % 10)
+    with pytest.raises(ValueError, match='the test data differ'):
+        train({'resume': str(run), 'progress': False}, splits[0], test2)
+    with pytest.raises(ValueError, match='--steps 1 is below the checkpoint.s step 2'):
+        train({'resume': str(run), 'steps': 1}, *splits)
+    # a checkpoint moved into another run's folder is not that run's
+    shutil.copytree(run / 'checkpoints' / 'step_00000002', other / 'checkpoints' / 'step_00000009')
+    with pytest.raises(ValueError, match='belongs to run'):
+        train({'resume': str(other / 'checkpoints' / 'step_00000009')}, *splits)
 
 
 def test_nan_guard_fires_on_poisoned_batch_and_keeps_last_good_checkpoint(tmp_path, splits):
@@ -260,7 +284,8 @@ def test_warm_start_from_exported_weights_and_linear_probe(tmp_path, splits):
     probe = tmp_path / 'probe'
     summary = train(tiny_overrides(probe, steps=3, checkpoint_every=3, init_from=f'local-dir:{folder}',
                                    freeze_backbone=True, model_kwargs=dict(head='linear')), *five)
-    assert summary['status'] == 'completed' and summary['config']['model'] == 'allconv_resnet_cifar'
+    assert summary['status'] == 'completed'
+    assert json.loads((probe / 'run.json').read_text())['config']['model'] == 'allconv_resnet_cifar'
     tuned = load_file(str(resolve_checkpoint(probe) / 'model.safetensors'))
     backbone = [k for k in source if not k.startswith('fc.')]
     assert backbone and all(torch.equal(tuned[k], source[k]) for k in backbone)  # frozen: exactly the source
@@ -276,3 +301,36 @@ def test_warm_start_from_exported_weights_and_linear_probe(tmp_path, splits):
               *five)
     with pytest.raises(ValueError, match='--freeze-backbone trains the classifier of pretrained weights'):
         train(tiny_overrides(tmp_path / 'nothing', steps=1, freeze_backbone=True), *five)
+
+
+def test_model_ema_is_evaluated_checkpointed_resumed_and_exported(tmp_path, splits):
+    """--model-ema: timm's ModelEmaV3 of the weights, evaluated beside them, saved in each checkpoint (with its
+    sha256), continued exactly by --resume, and what export takes by default (the card says so)."""
+    from timm_identity.hub.export import export_checkpoint
+    from timm_identity.integrity import sha256_file
+    kw = dict(steps=6, checkpoint_every=3, eval_every=3, keep_checkpoints=0, model_ema=True, model_ema_decay=0.9)
+    full = tmp_path / 'full'
+    summary = train(tiny_overrides(full, **kw), *splits)
+    evals = [r for r in _log(full) if r['test_error'] is not None]
+    assert [r['step'] for r in evals] == [3, 6] and all(r['ema_test_error'] is not None for r in evals)
+    assert summary['final_ema_test_error'] == evals[-1]['ema_test_error']
+    ckpt = full / 'checkpoints' / 'step_00000006'
+    ema, raw = load_file(str(ckpt / 'model_ema.safetensors')), load_file(str(ckpt / 'model.safetensors'))
+    assert not torch.equal(ema['stem.weight'], raw['stem.weight']) and torch.equal(ema['fc.weight'], raw['fc.weight'])
+    record = json.loads((ckpt / 'config.json').read_text())['files']['model_ema.safetensors']
+    assert record['sha256'] == sha256_file(ckpt / 'model_ema.safetensors')
+    resumed = tmp_path / 'resumed'
+    shutil.copytree(full, resumed)
+    train({'resume': str(resumed / 'checkpoints' / 'step_00000003'), 'progress': False, 'plot': False}, *splits)
+    again = load_file(str(resumed / 'checkpoints' / 'step_00000006' / 'model_ema.safetensors'))
+    assert all(torch.equal(again[k], ema[k]) for k in ema)  # the EMA continues exactly
+    folder = export_checkpoint(full, tmp_path / 'export')
+    exported = load_file(str(folder / 'model.safetensors'))
+    assert all(torch.equal(exported[k], ema[k]) for k in ema)
+    card = (folder / 'README.md').read_text()
+    assert 'the EMA of the weights (timm ModelEmaV3, decay up to 0.9)' in card
+    final_row = next(line for line in card.splitlines() if line.startswith('| final'))
+    assert 'step 6' in final_row and f"| {evals[-1]['ema_test_error']:.2f} |" in final_row  # the EMA's evaluation
+    plain = export_checkpoint(full, tmp_path / 'plain', use_ema=False)
+    assert all(torch.equal(load_file(str(plain / 'model.safetensors'))[k], raw[k]) for k in raw)
+    assert 'the weights themselves (the run also kept an EMA' in (plain / 'README.md').read_text()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from timm_identity.cli import main
+from timm_identity.data.testing import make_tiny_cifar
 
 from train_helpers import TINY_MODEL_ARGS, TINY_RUN
 
@@ -28,8 +29,11 @@ def test_train_cifar_then_evaluate(tmp_path, tiny_cifar, capsys):
     assert main(['train-cifar', '--data-dir', tiny_cifar.archive, '--no-verify-md5', '--out-dir', str(run),
                  '--steps', '4', '--eval-every', '2', *TINY_RUN]) == 0
     summary = json.loads((run / 'summary.json').read_text())
-    assert summary['status'] == 'completed' and summary['steps'] == 4 and summary['config']['lr'] == 0.05
-    assert summary['argv'] and summary['versions']['timm'] and summary['device'].startswith('cpu')
+    record = json.loads((run / 'run.json').read_text())
+    assert summary['status'] == 'completed' and summary['steps'] == 4 and record['config']['lr'] == 0.05
+    start, = record['starts']
+    assert start['argv'] and start['versions']['timm'] and start['device'].startswith('cpu')
+    assert summary['run_id'] == record['run_id'] and record['data']['test_images'] == 20
     capsys.readouterr()
     # evaluate the run folder (newest checkpoint, a Hub-format folder): the same error as the last eval
     assert main(['evaluate', str(run), '--data-dir', tiny_cifar.folder, '--device', 'cpu']) == 0
@@ -37,11 +41,13 @@ def test_train_cifar_then_evaluate(tmp_path, tiny_cifar, capsys):
     assert result['num_images'] == 20 and result['dataset'] == 'cifar10'
     assert result['error'] == pytest.approx(summary['final_test_error'], abs=1e-4)
     # a bare safetensors file needs the architecture
-    weights = run / 'checkpoints' / 'step_00000004' / 'model.safetensors'
+    cfg = json.loads((run / 'checkpoints' / 'step_00000004' / 'config.json').read_text())['pretrained_cfg']
+    weights = tmp_path / 'bare.safetensors'  # without the config.json beside it
+    weights.write_bytes((run / 'checkpoints' / 'step_00000004' / 'model.safetensors').read_bytes())
     assert main(['evaluate', str(weights), '--data-dir', tiny_cifar.folder]) == 2
     assert 'say which network' in capsys.readouterr().err
     assert main(['evaluate', str(weights), '--data-dir', tiny_cifar.folder, '--model', 'allconv_resnet_cifar',
-                 *TINY_MODEL_ARGS, '--mean', *map(str, summary['mean']), '--std', *map(str, summary['std'])]) == 0
+                 *TINY_MODEL_ARGS, '--mean', *map(str, cfg['mean']), '--std', *map(str, cfg['std'])]) == 0
     assert json.loads(capsys.readouterr().out)['error'] == pytest.approx(result['error'])
 
 
@@ -184,3 +190,46 @@ def test_evaluate_clear_errors(tmp_path, tiny_cifar, capsys):
     assert main(['evaluate', str(weights), '--data-dir', tiny_cifar.folder, '--model', 'allconv_resnet_cifar',
                  *TINY_MODEL_ARGS, '--device', 'gpu0']) == 2
     assert 'error: --device gpu0' in capsys.readouterr().err
+
+
+def _to_earlier_layout(run: Path) -> None:
+    """Rewrite a run folder as the earlier version wrote it: settings in run_config.json (with the run's mean/std
+    and training-data sha256), no run id in the checkpoints' config.json, a run.json copy in each checkpoint."""
+    record = json.loads((run / 'run.json').read_text())
+    config = {k: v for k, v in record['config'].items() if k not in ('model_ema', 'model_ema_decay')}
+    (run / 'run_config.json').write_text(json.dumps({**config, 'data_sha256': record['data']['train_sha256']}))
+    (run / 'run.json').unlink()
+    for ckpt in (run / 'checkpoints').glob('step_*'):
+        hub = json.loads((ckpt / 'config.json').read_text())
+        del hub['run']
+        (ckpt / 'config.json').write_text(json.dumps(hub))
+        (ckpt / 'run.json').write_text(json.dumps({'config': config, 'dataset': 'cifar100'}))
+
+
+def test_upgrade_run_of_the_earlier_layout(tmp_path, tiny_cifar, capsys):
+    """A run folder of the earlier layout: export and --resume name the command that converts it; after
+    `upgrade-run` (the run's own data only), it exports as a run of this version and resumes."""
+    run = tmp_path / 'run'
+    assert main(['train-cifar', '--data-dir', tiny_cifar.folder, '--no-verify-md5', '--out-dir', str(run),
+                 '--steps', '2', '--eval-every', '2', *TINY_RUN]) == 0
+    _to_earlier_layout(run)
+    capsys.readouterr()
+    assert main(['export', str(run), '--output', str(tmp_path / 'x')]) == 2
+    assert f'convert its run with `timm-identity upgrade-run {run.resolve()}`' in capsys.readouterr().err
+    assert main(['train-cifar', '--resume', str(run), '--steps', '3', *TINY_RUN]) == 2
+    assert 'timm-identity upgrade-run' in capsys.readouterr().err
+    other = tmp_path / 'other'
+    make_tiny_cifar(other, 'cifar10', num_train=40, num_test=20, seed=5, archive=False)
+    assert main(['upgrade-run', str(run), '--data-dir', str(other), '--no-verify-md5']) == 2
+    assert 'not the training data of' in capsys.readouterr().err
+    assert not (run / 'run.json').exists()  # nothing changed
+    assert main(['upgrade-run', str(run), '--data-dir', tiny_cifar.folder, '--no-verify-md5']) == 0
+    record = json.loads((run / 'run.json').read_text())
+    assert record['config']['model_ema'] is False and record['data']['test_images'] == 20
+    assert not list(run.glob('checkpoints/step_*/run.json'))
+    assert main(['export', str(run), '--output', str(tmp_path / 'x')]) == 0
+    assert json.loads((tmp_path / 'x' / 'config.json').read_text())['pretrained_cfg']['tag'] == 'cifar10'
+    assert main(['train-cifar', '--resume', str(run), '--steps', '3', '--data-dir', tiny_cifar.folder,
+                 '--no-verify-md5', *TINY_RUN]) == 0
+    assert main(['upgrade-run', str(run), '--data-dir', tiny_cifar.folder]) == 2
+    assert 'already a run of this layout' in capsys.readouterr().err

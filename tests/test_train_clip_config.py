@@ -64,7 +64,7 @@ def test_config_file_gives_settings_and_the_command_line_wins(tmp_path, tiny_cif
     assert main(['train-cifar', '-c', str(config), '--data-dir', tiny_cifar.folder, '--out-dir', str(out),
                  '--steps', '3', '--eval-every', '3', *[a for a in TINY_RUN if a not in
                  ('--model-kwargs', 'depths=(1,1,1)', 'widths=(8,16,32)', 'stem_chs=8')]]) == 0
-    cfg = json.loads((out / 'summary.json').read_text())['config']
+    cfg = json.loads((out / 'run.json').read_text())['config']
     got = (cfg['steps'], cfg['lr'], cfg['warmup_steps'], cfg['clip_grad'], cfg['clip_mode'])
     assert got == (3, 0.02, 1, 2.0, 'agc')  # steps from the command line, the rest from the file
     assert cfg['model_kwargs']['head'] == 'linear' and cfg['verify_md5'] is False

@@ -65,7 +65,7 @@ def test_checkpoint_records_sha256_and_has_ordinary_modes(trained):
         assert files[name] == {'size': (ckpt / name).stat().st_size, 'sha256': sha256_file(ckpt / name)}
     # safetensors' save_file writes 0o600: a checkpoint is as readable as any other file the run writes
     assert {p.name: _mode(p) for p in ckpt.iterdir()} == {
-        'model.safetensors': 0o644, 'config.json': 0o644, 'train_state.pt': 0o644, 'run.json': 0o644}
+        'model.safetensors': 0o644, 'config.json': 0o644, 'train_state.pt': 0o644}
     assert _mode(ckpt) == 0o755
 
 

@@ -1,22 +1,33 @@
 """Crash-safe file writes shared by the shard writer, the trainer and its checkpoints, and the export."""
 import os
+import signal
+import threading
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
-__all__ = ['atomic_write_text', 'atomic_savefig', 'write_json', 'new_file_mode', 'set_new_file_mode']
+__all__ = ['atomic_write_text', 'atomic_savefig', 'write_json', 'new_file_mode', 'set_new_file_mode',
+           'raise_on_termination']
 
 
 def atomic_write_text(path: Union[str, os.PathLike], text: str, tmp_name: Optional[str] = None) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder (``tmp_name``, default
     ``.<name>.tmp-<pid>``), fsync it, then rename it over ``path``: readers see the old file or the new
-    one, never a partial one (and, made by ``open``, with the mode of any new file: ``new_file_mode``)."""
+    one, never a partial one (and, made by ``open``, with the mode of any new file: ``new_file_mode``). If the
+    write fails (a full disk: ``OSError``), the temporary file is removed and ``path`` is left as it was."""
     path = Path(path)
     tmp = path.with_name(tmp_name or f'.{path.name}.tmp-{os.getpid()}')
-    with open(tmp, 'w') as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, 'w') as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:  # never made (a read-only folder), or already renamed
+            pass
+        raise
 
 
 def write_json(path: Union[str, os.PathLike], payload: dict) -> Path:
@@ -64,3 +75,28 @@ def set_new_file_mode(path: Union[str, os.PathLike]) -> None:
     """Give ``path`` the mode of a new file or folder (``new_file_mode``). For what tools create private
     (safetensors' ``save_file`` writes 0o600, ``tempfile.mkdtemp`` makes 0o700) but we mean to share."""
     os.chmod(path, new_file_mode(os.path.isdir(path)))
+
+
+def raise_on_termination() -> Callable[[], None]:
+    """Until the returned function is called (it restores the previous handlers): SIGTERM, and SIGINT where it
+    would end the process rather than raise ``KeyboardInterrupt``, raise ``SystemExit(128 + signal number)`` in the
+    main thread instead of ending the process on the spot, so that the ``except`` / ``finally`` clean-ups of a
+    write in progress run (a temporary folder is removed); a second signal during the clean-up is ignored. Signals
+    with a handler of their own (or ignored) are left alone; outside the main thread nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {}
+
+    def handler(signum, frame):
+        for sig in previous:  # the clean-up that the exception starts runs to its end
+            signal.signal(sig, signal.SIG_IGN)
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        if signal.getsignal(sig) == signal.SIG_DFL:
+            previous[sig] = signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    return restore

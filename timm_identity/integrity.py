@@ -1,17 +1,19 @@
 """Integrity of the weights files we write: their size and sha256, recorded in the ``config.json`` beside them.
 
-``train-cifar`` checkpoints (``model.safetensors``, ``train_state.pt``) and exported Hub folders
-(``model.safetensors``) carry, next to timm's own keys, ::
+``train-cifar`` checkpoints (``model.safetensors``, ``train_state.pt``), exported Hub folders and the pretrained
+tags' folders ``hub_configs/<arch>.<tag>/`` (``model.safetensors``) carry, next to timm's own keys, ::
 
     "files": {"model.safetensors": {"size": 54242336, "sha256": "9f2c..."}}
 
-``{"size", "sha256"}`` (:func:`file_record`) is the one record of a file in the package: a pretrained tag's
-``weights.json`` holds the same two keys for its weights (:mod:`timm_identity.pretrained.weights_record`), and
-:func:`record_mismatch` is the one comparison. (timm ignores keys it does not know; the sha256 is the one the Hub
-shows for the file and ``sha256sum`` prints). Every command of ours that loads such a file checks it first with
-:func:`check_weights_file`: a file that differs from its record, or one whose safetensors header cannot be read, is
-a :class:`DamagedFileError` with one line that names the file. Files without a record (older checkpoints, timm
-``train.py`` checkpoints, a bare weights file) are read as they are.
+``{"size", "sha256"}`` (:func:`file_record`) is the one record of a file in the package, ``config.json["files"]``
+(:func:`read_files_record`) the one place it is kept (it goes to the Hub with the folder), and
+:func:`record_mismatch` the one comparison. (timm ignores keys it does not know; the sha256 is the one the Hub
+shows for the file and ``sha256sum`` prints). Every load of such a file, by our commands and by
+``timm.create_model(..., pretrained=True)`` on our models, checks it first with :func:`check_weights_file`
+(against the record beside it, or, for a copy in the Hugging Face cache of a shipped tag's weights, against the
+tag's record: :func:`check_against_record`): a file that differs from its record, or one whose safetensors
+header cannot be read, is a :class:`DamagedFileError` with one line that names the file. Files without a record
+(older checkpoints, timm ``train.py`` checkpoints, a bare weights file) are read as they are.
 """
 from __future__ import annotations
 
@@ -26,8 +28,8 @@ from typing import Any, Dict, Iterable, Optional, Union
 from .atomic_io import atomic_write_text
 
 __all__ = ['FILES_KEY', 'DamagedFileError', 'file_digest', 'sha256_file', 'file_record', 'record_mismatch',
-           'record_files', 'check_recorded',
-           'check_weights_file', 'torch_load_checked', 'first_line']
+           'record_files', 'read_files_record', 'check_against_record', 'check_recorded', 'check_weights_file',
+           'torch_load_checked', 'first_line']
 
 FILES_KEY = 'files'
 CONFIG_NAME = 'config.json'
@@ -66,7 +68,9 @@ def record_mismatch(path: PathLike, record: Dict[str, Any], where: PathLike) -> 
     size = path.stat().st_size
     want = record.get('size', record.get('bytes'))
     if want is not None and size != want:
-        return f'{path} is damaged (truncated or overwritten): {size:,} bytes, but {where} records {want:,}'
+        sha = f', sha256 {record["sha256"]}' if record.get('sha256') else ''
+        return (f'{path} is damaged (truncated or overwritten): {size:,} bytes, but {where} records '
+                f'{want:,}{sha}')
     if record.get('sha256') and sha256_file(path) != record['sha256']:
         return (f'{path} is damaged or was changed after it was written: its sha256 differs from the '
                 f'{record["sha256"]} recorded in {where}')
@@ -83,29 +87,34 @@ def record_files(folder: PathLike, names: Iterable[str]) -> None:
     atomic_write_text(config_path, json.dumps(config, indent=2) + '\n')
 
 
-def _record(path: Path) -> Optional[dict]:
-    config_path = path.parent / CONFIG_NAME
+def read_files_record(folder: PathLike) -> Dict[str, Dict[str, Any]]:
+    """``config.json["files"]`` of ``folder``: ``{file name: {'size', 'sha256'}}``, empty when the folder has no
+    ``config.json`` or it records no files; a ``config.json`` that is not JSON is a :class:`DamagedFileError`."""
+    config_path = Path(folder) / CONFIG_NAME
     if not config_path.is_file():
-        return None
+        return {}
     try:
         config = json.loads(config_path.read_text())
     except (OSError, ValueError) as e:
         raise DamagedFileError(f'{config_path}: not readable as JSON ({e})') from None
     files = config.get(FILES_KEY) if isinstance(config, dict) else None
-    record = files.get(path.name) if isinstance(files, dict) else None
-    return record if isinstance(record, dict) else None
+    return {k: v for k, v in files.items() if isinstance(v, dict)} if isinstance(files, dict) else {}
 
 
-def check_recorded(path: PathLike) -> bool:
-    """Compare ``path`` with the size and sha256 that the ``config.json`` beside it records.
+def check_against_record(path: PathLike, record_folder: PathLike, required: bool = False) -> bool:
+    """Compare ``path`` with the size and sha256 that ``record_folder/config.json`` records for a file of its
+    name (the folder beside it, or, for a copy of it elsewhere, the folder it was exported to).
 
-    Returns False when nothing is recorded for it, True when it matches; raises :class:`DamagedFileError`
-    when it does not (or is missing)."""
+    Returns False when nothing is recorded for it (a :class:`DamagedFileError` with ``required``), True when it
+    matches; raises :class:`DamagedFileError` when it does not (or is missing)."""
     path = Path(path)
-    record = _record(path)
+    where = Path(record_folder) / CONFIG_NAME
+    record = read_files_record(record_folder).get(path.name)
     if record is None:
+        if required:
+            raise DamagedFileError(f'{path}: {where} records no size and sha256 for it ("{FILES_KEY}"), so it '
+                                   f'cannot be checked; write it with `timm-identity export`, which records it')
         return False
-    where = path.parent / CONFIG_NAME
     if not path.is_file():
         raise DamagedFileError(f'{path}: missing, though {where} records it')
     problem = record_mismatch(path, record, where)
@@ -114,13 +123,22 @@ def check_recorded(path: PathLike) -> bool:
     return True
 
 
-def check_weights_file(path: PathLike) -> None:
-    """Everything we can check before loading ``path``: its recorded size and sha256, and for a
-    ``.safetensors`` file that its header reads (raises :class:`DamagedFileError`)."""
+def check_recorded(path: PathLike) -> bool:
+    """Compare ``path`` with the size and sha256 that the ``config.json`` beside it records.
+
+    Returns False when nothing is recorded for it, True when it matches; raises :class:`DamagedFileError`
+    when it does not (or is missing)."""
+    return check_against_record(path, Path(path).parent)
+
+
+def check_weights_file(path: PathLike, record_folder: Optional[PathLike] = None, required: bool = False) -> None:
+    """Everything we can check before loading ``path``: its recorded size and sha256 (recorded beside it, or in
+    ``record_folder``: :func:`check_against_record`), and for a ``.safetensors`` file that its header reads
+    (raises :class:`DamagedFileError`)."""
     path = Path(path)
     if not path.is_file():
         raise DamagedFileError(f'{path}: no such file')
-    check_recorded(path)
+    check_against_record(path, path.parent if record_folder is None else record_folder, required)
     if path.suffix == '.safetensors':
         from safetensors import safe_open
         try:

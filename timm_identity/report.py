@@ -5,6 +5,7 @@ and measures how close each residual block starts to the identity (Section 4's i
 """
 import argparse
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence
 
@@ -14,6 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import timm
 
+from .cli_args import positive_int
 from .models.allconv_resnet import AllConvResNet
 from .models.residual_block import AllConvResidualBlock
 
@@ -210,6 +212,12 @@ def _run_arch(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    from timm_identity.data.sample_images import load_cifar10_sample
+    try:  # the shipped images, checked (pixels and labels) before anything is printed
+        sample = load_cifar10_sample()
+    except ValueError as e:
+        print(f'timm-identity demo: error: {e}', file=sys.stderr)
+        return 2
     torch.manual_seed(args.seed)
     for name in timm.list_models('allconv*'):
         print(format_report(summarize(name)), end='\n\n')
@@ -221,13 +229,12 @@ def _run_demo(args: argparse.Namespace) -> int:
         print(f'  init={init:9s} max {max(ratios):.2e}  mean {sum(ratios) / len(ratios):.2e}  '
               f'over {len(ratios)} blocks')
     print()
-    _demo_pretrained()
+    _demo_pretrained(*sample)
     return 0
 
 
-def _demo_pretrained() -> None:
+def _demo_pretrained(images, labels, classes) -> None:
     """Every shipped CIFAR-10 tag, loaded with ``pretrained=True``, on the package's 100 real test images."""
-    from timm_identity.data.sample_images import load_cifar10_sample
     from timm_identity.pretrained.tags import recorded_test_results
     tags = [t for t in timm.list_pretrained('allconv*') if timm.models.get_pretrained_cfg(t).num_classes == 10
             and tuple(timm.models.get_pretrained_cfg(t).input_size) == (3, 32, 32)]
@@ -235,7 +242,6 @@ def _demo_pretrained() -> None:
         print("Pretrained: no CIFAR-10 tag has weights here (timm.list_pretrained('allconv*') is "
               f"{timm.list_pretrained('allconv*')}).")
         return
-    images, labels, classes = load_cifar10_sample()
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
     print(f'Pretrained weights on {len(labels)} real CIFAR-10 test images shipped with the package '
           f'(10 per class):')
@@ -279,6 +285,6 @@ def add_parser(subparsers) -> None:
                     'then load every CIFAR-10 tag that has weights with pretrained=True and classify the 100 real '
                     'CIFAR-10 test images that ship with the package, beside the tag\'s recorded full-test-set '
                     'error.')
-    demo.add_argument('--batch-size', type=int, default=8, help='random images for the identity check')
+    demo.add_argument('--batch-size', type=positive_int, default=8, help='random images for the identity check')
     demo.add_argument('--seed', type=int, default=0)
     demo.set_defaults(func=_run_demo)

@@ -26,6 +26,7 @@ def read_run(run: Path) -> dict:
     """One run's result: its final full-test-set evaluation, steps, wall time and speed, and its curve."""
     labels, start, steps = NAME.match(run.name).groups()
     summary = json.loads((run / 'summary.json').read_text())
+    record = json.loads((run / 'run.json').read_text())  # the run's settings, data and command lines
     if summary['status'] != 'completed' or summary['final_step'] != int(steps):
         raise SystemExit(f'{run}: status {summary["status"]!r} at step {summary["final_step"]} of {steps}; '
                          f'rerun it (results/finetune/run.sh skips finished runs only)')
@@ -33,9 +34,10 @@ def read_run(run: Path) -> dict:
     curve = [(r['step'], 100 - r['test_error'], r['wall_time_s']) for r in log if r.get('test_error') is not None]
     final = next(r for r in reversed(log) if r.get('test_error') is not None)
     return dict(run=run.name, labels=labels, start=start, steps=int(steps), test_top1=100 - summary['final_test_error'],
-                test_top5=final.get('test_top5'), test_images=summary['test_images'],
+                test_top5=final.get('test_top5'), test_images=record['data']['test_images'],
                 minutes=summary['wall_time_s'] / 60, images_per_s=summary['images_per_s_median'],
-                epochs=summary['epochs'], command=' '.join(['timm-identity', *summary['argv'][1:]]), curve=curve)
+                epochs=summary['epochs'], command=' '.join(['timm-identity', *record['starts'][-1]['argv'][1:]]),
+                curve=curve)
 
 
 def table(results: list) -> str:
@@ -93,7 +95,7 @@ def main(argv=None) -> int:
     (args.out / 'results.md').write_text(table(results))
     for r in runs:
         (args.out / 'runs' / r.name).mkdir(parents=True, exist_ok=True)
-        for f in ('summary.json', 'log.jsonl'):
+        for f in ('run.json', 'summary.json', 'log.jsonl'):
             shutil.copyfile(r / f, args.out / 'runs' / r.name / f)
     print(table(results))
     print(plot(results, args.out / 'curves.png'))

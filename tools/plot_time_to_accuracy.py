@@ -4,7 +4,8 @@
     python tools/plot_time_to_accuracy.py runs/a runs/b --labels "A" "B" --out results/x.png [--goal 90]
 
 Minutes are the run's training wall time at each evaluation: the ``wall_time_s`` of each log record, or, for
-logs without it, the sum of (images in the interval / that interval's images/s).
+logs of older versions without it, the sum of (images in the interval / that interval's images/s), which needs
+the run's batch size (``--batch-size``).
 """
 import argparse
 import json
@@ -12,13 +13,15 @@ import sys
 from pathlib import Path
 
 
-def accuracy_vs_minutes(run_dir: Path):
+def accuracy_vs_minutes(run_dir: Path, batch_size=None):
     """[(minutes, test top-1 accuracy %, step)] at every evaluation of the run."""
     records = [json.loads(line) for line in (run_dir / 'log.jsonl').read_text().splitlines() if line.strip()]
-    config = json.loads((run_dir / 'run_config.json').read_text())
+    if batch_size is None and any('wall_time_s' not in r for r in records):
+        raise SystemExit(f'{run_dir}/log.jsonl has records without wall_time_s: pass the run\'s --batch-size')
     points, elapsed, prev_step = [], 0.0, 0
     for r in records:
-        elapsed += (r['step'] - prev_step) * config['batch_size'] / r['images_per_s']
+        if 'wall_time_s' not in r:
+            elapsed += (r['step'] - prev_step) * batch_size / r['images_per_s']
         prev_step = r['step']
         seconds = r.get('wall_time_s', elapsed)
         if r.get('test_error') is not None:
@@ -33,6 +36,7 @@ def main(argv=None) -> int:
     p.add_argument('--out', required=True, type=Path, help='PNG to write')
     p.add_argument('--goal', type=float, help='draw a horizontal line at this accuracy (%%)')
     p.add_argument('--title', default='CIFAR test accuracy against training time')
+    p.add_argument('--batch-size', type=int, help='the runs\' batch size, for logs without wall_time_s')
     args = p.parse_args(argv)
     labels = args.labels or [r.name for r in args.runs]
     if len(labels) != len(args.runs):
@@ -43,7 +47,7 @@ def main(argv=None) -> int:
     from timm_identity.atomic_io import atomic_savefig
     fig, ax = plt.subplots(figsize=(8, 5))
     for run, label in zip(args.runs, labels):
-        points = accuracy_vs_minutes(run)
+        points = accuracy_vs_minutes(run, args.batch_size)
         ax.plot([m for m, _, _ in points], [a for _, a, _ in points], marker='o', label=label)
     if args.goal:
         ax.axhline(args.goal, color='tab:gray', linestyle='--', label=f'{args.goal:g} %')

@@ -4,7 +4,8 @@ the logits of the first shipped sample image, and its predictions on all 100 sam
 
     python tools/record_shipped_outputs.py          # writes tests/shipped_outputs.json
 
-Run it after `timm-identity export ... --to-hub-configs` replaces a tag's weights (in the same commit).
+Run it after `timm-identity export ... --to-hub-configs` replaces a tag's weights (in the same commit; the tag's
+cfg in timm_identity/models/allconv_resnet.py must then be its new config.json's pretrained_cfg, with hf_hub_id).
 """
 import json
 import sys
@@ -31,10 +32,13 @@ def sample_batch(cfg) -> torch.Tensor:
 def main() -> int:
     torch.set_num_threads(1)
     outputs = {}
-    for folder in sorted(hub_configs_dir().iterdir()):
-        if not (folder / 'weights.json').is_file() or not (folder / 'model.safetensors').is_file():
+    for name in timm.list_pretrained('allconv*'):  # the tags whose cfg (in code) says they ship weights
+        folder = hub_configs_dir() / name
+        if not (folder / 'model.safetensors').is_file():
+            print(f'{name}: no {folder / "model.safetensors"}; not recorded', file=sys.stderr)
             continue
-        model = timm.create_model(folder.name, pretrained=True).eval()
+        model = timm.create_model(name, pretrained=True).eval()  # the shipped file, checked against its record
+        assert model.pretrained_cfg.get('file') == str(folder / 'model.safetensors')
         with torch.no_grad():
             logits = model(sample_batch(model.pretrained_cfg))
         outputs[folder.name] = {

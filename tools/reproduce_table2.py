@@ -37,7 +37,7 @@ SHARED_DATA = REPO.parent / 'shared' / 'data'
 LAYOUTS = {'cifar10': 'cifar-10-batches-py', 'cifar100': 'cifar-100-python'}
 DEVICE_FILE_LIMIT, DEVICE_FILE_BYTES = 8, 16 * 2 ** 20
 SHARD_SIZE = '15MB'
-PACKED_FILES = ('summary.json', 'log.jsonl', 'config.json')
+PACKED_FILES = ('run.json', 'summary.json', 'log.jsonl', 'config.json')
 
 
 def _cli(argv: Sequence[str]) -> int:
@@ -148,9 +148,9 @@ def pack(run_dir: Path, out: Path) -> List[Path]:
 
     ckpt = resolve_checkpoint(run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name in ('summary.json', 'log.jsonl'):
+    for name in ('run.json', 'summary.json', 'log.jsonl'):
         shutil.copy2(run_dir / name, out / name)
-    shutil.copy2(ckpt / CONFIG_FILE, out / CONFIG_FILE)
+    shutil.copy2(ckpt / CONFIG_FILE, out / CONFIG_FILE)  # names the run and step of the weights
     state = {k: v.to(torch.float32).contiguous() for k, v in load_file(str(ckpt / MODEL_FILE)).items()}
     save_torch_state_dict(state, out, filename_pattern='model{suffix}.safetensors', max_shard_size=SHARD_SIZE)
     record_files(out, sorted(p.name for p in out.glob('model*.safetensors')))  # each shard's sha256, for unpack
@@ -180,7 +180,7 @@ def gpu(args: argparse.Namespace) -> int:
     summary = json.loads((run_dir / 'summary.json').read_text())
     print(json.dumps({k: summary.get(k) for k in (
         'status', 'steps', 'target_steps', 'final_test_error', 'best_test_error', 'best_step', 'wall_time_s',
-        'images_per_s_median', 'device')}, indent=2))
+        'images_per_s_median')}, indent=2))
     print('packed: ' + ', '.join(f'{p.name} ({p.stat().st_size / 1e6:.1f} MB)' for p in files))
     return 0
 
@@ -188,7 +188,8 @@ def gpu(args: argparse.Namespace) -> int:
 # ---- collect (this machine) -------------------------------------------------------------------------------
 
 def unpack(packed: Path, dest: Path) -> Path:
-    """Shards + config from ``gpu`` -> a Hub-format folder ``dest`` (config.json + model.safetensors)."""
+    """Shards + config from ``gpu`` -> the checkpoint folder ``dest`` (config.json + model.safetensors, written as the
+    trainer wrote it: the same bytes, so the same sha256 as the run's summary records)."""
     from safetensors.torch import load_file, save_file
     from timm_identity.integrity import DamagedFileError, check_weights_file, record_files
     index_file = packed / 'model.safetensors.index.json'
@@ -206,10 +207,21 @@ def unpack(packed: Path, dest: Path) -> Path:
             raise SystemExit(f'error: {e}') from None
         state.update(load_file(str(packed / shard)))
     dest.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(dest / 'model.safetensors'))
+    save_file(state, str(dest / 'model.safetensors'), metadata={'format': 'pt'})
     shutil.copy2(packed / 'config.json', dest / 'config.json')
     record_files(dest, ['model.safetensors'])  # the merged file
     return dest
+
+
+def unpack_run(packed: Path, run_dir: Path) -> Path:
+    """The packed run as a run folder (its record, log and summary, and the checkpoint in its place): what
+    ``timm-identity export`` reads. Returns the checkpoint folder."""
+    from timm_identity.train.run_record import checkpoint_run_id
+    _, step = checkpoint_run_id(packed)
+    ckpt = unpack(packed, run_dir / 'checkpoints' / f'step_{step:08d}')
+    for name in ('run.json', 'summary.json', 'log.jsonl'):
+        shutil.copy2(packed / name, run_dir / name)
+    return ckpt
 
 
 def collect(args: argparse.Namespace) -> int:
@@ -218,26 +230,25 @@ def collect(args: argparse.Namespace) -> int:
     if missing:
         raise SystemExit(f'error: {packed} lacks {missing}: is it the files folder of a `gpu` run?')
     summary = json.loads((packed / 'summary.json').read_text())
-    results = Path(args.results or REPO / 'results' / 'table2' / f"{summary['dataset']}-{summary['recipe']}")
+    cfg = json.loads((packed / 'run.json').read_text())['config']
+    results = Path(args.results or REPO / 'results' / 'table2' / f"{cfg['dataset']}-{cfg['recipe']}")
     results.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        weights = unpack(packed, Path(tmp) / 'weights')
+        ckpt = unpack_run(packed, Path(tmp) / 'run')
         eval_json = results / 'evaluate_here.json'
-        code = _cli(['evaluate', str(weights), '--data-dir', args.data_dir, '--dataset', summary['dataset'],
+        code = _cli(['evaluate', str(ckpt), '--data-dir', args.data_dir, '--dataset', cfg['dataset'],
                      '--no-verify-md5', '--device', 'cpu', '--output', str(eval_json)])
         if code != 0:
             return code
-        if args.export:
-            code = _cli(['export', str(weights / 'model.safetensors'), '--arch',
-                         f"{summary['model']}.{summary['dataset']}", '--summary', str(packed / 'summary.json'),
-                         '--to-hub-configs', *([args.hub_configs] if args.hub_configs else [])])
+        if args.export:  # the checkpoint of its run: architecture, tag (the dataset) and card from the run record
+            code = _cli(['export', str(ckpt), '--to-hub-configs', *([args.hub_configs] if args.hub_configs else [])])
             if code != 0:
                 return code
-    for name in ('summary.json', 'log.jsonl'):
+    for name in ('run.json', 'summary.json', 'log.jsonl'):
         shutil.copy2(packed / name, results / name)
     from timm_identity.train.plots import plot_curves
     records = [json.loads(line) for line in (packed / 'log.jsonl').read_text().splitlines() if line.strip()]
-    plot_curves(records, results / 'curves.png', title=f"{summary['model']} on {summary['dataset']}")
+    plot_curves(records, results / 'curves.png', title=f"{cfg['model']} on {cfg['dataset']}")
     here = json.loads(eval_json.read_text())
     gpu_error, here_error = summary['final_test_error'], here['error']
     agree = gpu_error is not None and abs(gpu_error - here_error) <= args.tolerance

@@ -34,12 +34,31 @@ from .errors import ChecksumError, DatasetFormatError
 _logger = logging.getLogger(__name__)
 _MD5_OFF_LOGGED: set[str] = set()
 
-__all__ = ['CifarSplit', 'CIFAR_LAYOUTS', 'NUM_CLASSES', 'load_cifar', 'file_md5']
+__all__ = ['CifarSplit', 'CIFAR_LAYOUTS', 'NUM_CLASSES', 'CIFAR10_CLASSES', 'CIFAR100_CLASSES', 'load_cifar',
+           'file_md5']
 
 CifarName = Literal['cifar10', 'cifar100']
 
 # (dataset, label type) -> number of classes
 NUM_CLASSES = {('cifar10', 'fine'): 10, ('cifar100', 'fine'): 100, ('cifar100', 'coarse'): 20}
+
+# CIFAR-10's class names, in label order (the release's batches.meta)
+CIFAR10_CLASSES = (
+    'airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck',
+)
+# CIFAR-100's fine class names, in label order (the release's meta file)
+CIFAR100_CLASSES = (
+    'apple', 'aquarium_fish', 'baby', 'bear', 'beaver', 'bed', 'bee', 'beetle', 'bicycle', 'bottle', 'bowl', 'boy',
+    'bridge', 'bus', 'butterfly', 'camel', 'can', 'castle', 'caterpillar', 'cattle', 'chair', 'chimpanzee', 'clock',
+    'cloud', 'cockroach', 'couch', 'crab', 'crocodile', 'cup', 'dinosaur', 'dolphin', 'elephant', 'flatfish',
+    'forest', 'fox', 'girl', 'hamster', 'house', 'kangaroo', 'keyboard', 'lamp', 'lawn_mower', 'leopard', 'lion',
+    'lizard', 'lobster', 'man', 'maple_tree', 'motorcycle', 'mountain', 'mouse', 'mushroom', 'oak_tree', 'orange',
+    'orchid', 'otter', 'palm_tree', 'pear', 'pickup_truck', 'pine_tree', 'plain', 'plate', 'poppy', 'porcupine',
+    'possum', 'rabbit', 'raccoon', 'ray', 'road', 'rocket', 'rose', 'sea', 'seal', 'shark', 'shrew', 'skunk',
+    'skyscraper', 'snail', 'snake', 'spider', 'squirrel', 'streetcar', 'sunflower', 'sweet_pepper', 'table', 'tank',
+    'telephone', 'television', 'tiger', 'tractor', 'train', 'trout', 'tulip', 'turtle', 'wardrobe', 'whale',
+    'willow_tree', 'wolf', 'woman', 'worm',
+)
 
 
 @dataclass(frozen=True)

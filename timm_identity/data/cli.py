@@ -109,12 +109,17 @@ def _report_written(info: dict, out_dir: str, seconds: float) -> None:
 @_clear_errors
 def _run_cifar(args: argparse.Namespace) -> int:
     from .cifar import load_cifar
-    from .shards import PixelSample, check_out_dir, write_dataset
+    from .shards import PixelSample, check_dataset_name, check_out_dir, write_dataset
 
+    if args.label_type == 'coarse' and args.dataset != 'cifar100':
+        raise ShardLayoutError(f"--label-type coarse: only CIFAR-100 has coarse labels (its 20 superclasses); "
+                               f"use --dataset cifar100, or leave --label-type out for {args.dataset}")
+    name = args.name if args.name is not None else (
+        args.dataset if args.label_type == 'fine' else f'{args.dataset}_{args.label_type}')
+    check_dataset_name(name)
     _setup_logging()
     check_out_dir(args.out)  # before reading the source
     start = time.perf_counter()
-    name = args.name or (args.dataset if args.label_type == 'fine' else f'{args.dataset}_{args.label_type}')
     splits, classes = {}, None
     for split in args.splits:
         data = load_cifar(args.root, args.dataset, split, args.label_type, verify_md5=not args.no_verify_md5)
@@ -133,8 +138,9 @@ def _run_cifar(args: argparse.Namespace) -> int:
 @_clear_errors
 def _run_imagenet(args: argparse.Namespace) -> int:
     from .imagenet import list_imagenet
-    from .shards import check_out_dir, write_dataset
+    from .shards import check_dataset_name, check_out_dir, write_dataset
 
+    check_dataset_name(args.name)
     _setup_logging()
     check_out_dir(args.out)  # before listing the source
     start = time.perf_counter()
@@ -191,8 +197,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     cifar.add_argument('--label-type', choices=('fine', 'coarse'), default='fine',
                        help='CIFAR-100 only: fine (100 classes) or coarse (20 superclasses)')
     cifar.add_argument('--name', default=None,
-                       help='dataset name in file names and _info.json (default: the dataset, '
-                            '+ "_coarse" for coarse labels)')
+                       help='dataset name in file names and _info.json: ASCII letters, digits and _ (default: the '
+                            'dataset, + "_coarse" for coarse labels)')
     cifar.add_argument('--no-verify-md5', action='store_true',
                        help='skip the official archive md5 check (logged; needed for re-packed archives '
                             'such as the project\'s restored CIFAR-10). Unpacked folders are never md5-checked.')
@@ -214,7 +220,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     imagenet.add_argument('root', help='folder holding train/ and val/')
     imagenet.add_argument('--splits', nargs='+', choices=('train', 'val'), default=['train', 'val'])
     imagenet.add_argument('--val-labels', default=None, metavar='FILE', help='labels file for a flat val/')
-    imagenet.add_argument('--name', default='imagenet', help='dataset name (default %(default)s)')
+    imagenet.add_argument('--name', default='imagenet',
+                          help='dataset name: ASCII letters, digits and _ (default %(default)s)')
     _add_writer_options(imagenet)
     imagenet.set_defaults(func=_run_imagenet)
 

@@ -54,7 +54,7 @@ _logger = logging.getLogger(__name__)
 __all__ = [
     'ShardSample', 'PixelSample', 'SplitInfo', 'VerifyReport',
     'shard_filename', 'plan_shards', 'check_out_dir', 'write_split', 'write_info', 'write_dataset', 'verify_shards',
-    'INFO_NAME', 'STATE_DIR',
+    'INFO_NAME', 'STATE_DIR', 'check_dataset_name',
 ]
 
 INFO_NAME = '_info.json'
@@ -98,6 +98,21 @@ class PixelSample:
         buf = io.BytesIO()
         Image.fromarray(self.pixels, mode='RGB').save(buf, format='PNG')
         return {'__key__': self.key, 'png': buf.getvalue(), 'cls': b'%d' % self.label}
+
+
+# a dataset or split name: ASCII letters, digits and '_' only. '-' separates <name>-<split>-NNNNNN.tar (timm's
+# reader splits a shard pattern at '-'), '.' would start the extension, '/' a folder; braces, commas, '..' and
+# '|' have a meaning in timm's split strings (braceexpand, '|num_samples'), and '::' joins patterns
+_NAME = re.compile(r'[A-Za-z0-9_]+')
+
+
+def check_dataset_name(name: str, what: str = '--name') -> None:
+    """ShardLayoutError (before anything is written) unless ``name`` can be a dataset or split name in shard
+    file names and timm's ``wds/<name>`` / split strings: ASCII letters, digits and '_'."""
+    if not (isinstance(name, str) and _NAME.fullmatch(name)):
+        raise ShardLayoutError(f"{what} {name!r}: use only ASCII letters, digits and '_' (the shards are named "
+                               f"<name>-<split>-NNNNNN.tar and timm's wds reader splits that at '-' and expands "
+                               f"braces and commas), e.g. 'cifar10' or 'my_cifar10'")
 
 
 def shard_filename(name: str, split: str, index: int) -> str:
@@ -335,8 +350,8 @@ def _checked_labels(samples: Sequence[ShardSample], name: str, split: str, num_c
     """The samples' labels, after checking the split has samples, a usable name, and labels in range."""
     if not samples:
         raise DatasetFormatError(f'{name}/{split}: no samples to write')
-    if any(c in name + split for c in '-./ ') or not name or not split:
-        raise ValueError(f'name and split may not contain "-", ".", "/" or spaces: {name!r}, {split!r}')
+    check_dataset_name(name)
+    check_dataset_name(split, 'split')  # the commands offer only valid ones
     labels = np.fromiter((s.label for s in samples), dtype=np.int64, count=len(samples))
     if labels.min() < 0 or labels.max() >= num_classes:
         bad = samples[int(np.argmax((labels < 0) | (labels >= num_classes)))]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cifar import CIFAR_LAYOUTS, CifarSplit
+from .cifar import CIFAR10_CLASSES, CIFAR_LAYOUTS, CifarSplit
 
 __all__ = ['TinyCifar', 'make_tiny_cifar', 'make_tiny_imagenet']
 
@@ -54,7 +54,7 @@ def make_tiny_cifar(
     os.makedirs(folder, exist_ok=True)
 
     if dataset == 'cifar10':
-        fine_names = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
+        fine_names = list(CIFAR10_CLASSES)
         coarse_names: list[str] = []
         _dump({b'num_cases_per_batch': 10000, b'label_names': [n.encode() for n in fine_names],
                b'num_vis': 32 * 32 * 3}, os.path.join(folder, layout.meta_file))

@@ -1,30 +1,42 @@
-"""What a training checkpoint holds, for ``timm-identity export``: its weights, the model it is (architecture,
-model arguments, label names, mean/std from the ``config.json`` beside it) and the training record of these
-weights (a ``train-cifar`` checkpoint's ``run.json``, a run's ``summary.json``, timm ``train.py``'s
-``summary.csv``), with each metric marked whether it was measured on these weights.
+"""What a checkpoint holds, for ``timm-identity export``: its weights, the model it is, and what its training run
+records about them, each fact read from the one place that holds it.
 
-Input forms: a safetensors state dict (our trainer's checkpoints, exported folders), or a torch checkpoint such as
-timm train.py's ``*.pth.tar`` (``state_dict`` / ``state_dict_ema``), read by timm's ``load_state_dict`` with
-``weights_only=True`` (no arbitrary pickle code runs). A file whose ``config.json`` records its size and sha256
-is checked against them first; a damaged input is a one-line error.
+The SOURCE is resolved by :func:`timm_identity.sources.resolve_source`; export takes:
+
+- a ``train-cifar`` checkpoint (or run folder: its newest checkpoint). The model (architecture, model arguments,
+  label names, mean/std) is its ``config.json``; the weights its ``model.safetensors``, or with ``--model-ema`` runs
+  ``model_ema.safetensors`` unless ``use_ema`` is off; what the run was is the run record and log of the run folder
+  it sits in (:func:`timm_identity.train.run_record.run_of_checkpoint`: same run id), read up to the checkpoint's
+  step. The run's ``summary.json`` adds its status only when it was written for this checkpoint (same run id,
+  step and weights sha256);
+- a Hub-form folder (an export): its ``config.json`` and weights;
+- a timm ``train.py`` output folder: ``model_best.pth.tar`` (``state_dict_ema`` when there is one and ``use_ema``)
+  and its ``summary.csv`` with ``args.yaml``;
+- a weights file: a ``.safetensors`` state dict, or a torch checkpoint such as train.py's ``*.pth.tar``, read by
+  timm's ``load_state_dict`` with ``weights_only=True`` (no arbitrary pickle code runs).
+
+``--summary`` is checked against the checkpoint it claims to describe, never trusted by matching sizes: a
+``train-cifar`` ``summary.json`` must name the same run, step and weights sha256; a timm ``summary.csv`` must sit
+in the folder of the timm checkpoint it describes and list its epoch. Weights files whose ``config.json`` records
+their size and sha256 are checked against it first; a damaged input is a one-line error.
 """
 import argparse
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional
 
 import torch
 from timm.models import load_state_dict
 
-from ..data.cifar import NUM_CLASSES
-from ..integrity import DamagedFileError, check_weights_file, first_line, torch_load_checked
-from ..train.checkpoint import MODEL_FILE, RUN_FILE, resolve_checkpoint
-from .training_sources import Metric, TrainingRecord, TrainingSummary, read_summary
+from ..integrity import DamagedFileError, check_weights_file, first_line, sha256_file, torch_load_checked
+from ..sources import TIMM_BEST, Source
+from ..train.checkpoint import CONFIG_FILE, EMA_FILE, MODEL_FILE
+from ..train.run_record import RunRecordError, log_records, run_of_checkpoint
+from .training_sources import Metric, TrainingRecord, TrainingSummary, read_timm_summary, train_cifar_source
 
-__all__ = ['ExportError', 'TIMM_BEST', 'resolve_source', 'read_checkpoint', 'infer_model_args', 'training_source']
-
-TIMM_BEST = 'model_best.pth.tar'
+__all__ = ['ExportError', 'CheckpointContents', 'read_source', 'infer_model_args']
 
 _logger = logging.getLogger(__name__)
 
@@ -33,133 +45,200 @@ class ExportError(RuntimeError):
     """An export that cannot be done as asked (message says why and what to do)."""
 
 
-def resolve_source(path: Union[str, Path]) -> Tuple[Path, Optional[Path]]:
-    """(weights file, matching summary or None) for what a user may pass as the checkpoint:
-
-    - a weights file (``.safetensors``, ``.pth.tar``, ...): itself, no summary;
-    - a folder holding ``model.safetensors`` (a ``train-cifar`` checkpoint folder, or an exported / Hub-form
-      folder): its weights, and the checkpoint's run record ``run.json`` if it has one;
-    - a ``train-cifar`` run folder: its newest checkpoint and that checkpoint's ``run.json`` (for runs of
-      versions that wrote none: the run's ``summary.json`` if it was written for that checkpoint);
-    - a ``train-cifar`` ``summary.json``: the checkpoint it names (``last_checkpoint``), and the summary;
-    - a timm ``train.py`` run folder: its ``model_best.pth.tar`` and ``summary.csv``.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise ExportError(f'Checkpoint not found: {path}')
-    if path.is_dir():
-        if (path / MODEL_FILE).is_file():
-            return path / MODEL_FILE, (path / RUN_FILE if (path / RUN_FILE).is_file() else None)
-        if (path / TIMM_BEST).is_file():  # a timm train.py run folder
-            csv = path / 'summary.csv'
-            return path / TIMM_BEST, (csv if csv.is_file() else None)
-        try:
-            ckpt = resolve_checkpoint(path)
-        except FileNotFoundError as e:
-            raise ExportError(f'{e}; pass a weights file, a checkpoint folder or a train-cifar run folder.') from e
-        if (ckpt / RUN_FILE).is_file():
-            return ckpt / MODEL_FILE, ckpt / RUN_FILE
-        summary = path / 'summary.json'
-        if summary.is_file() and _summary_checkpoint(summary) == ckpt.resolve():
-            return ckpt / MODEL_FILE, summary
-        if summary.is_file():
-            _logger.warning(f'{summary} was not written for {ckpt} (the newest checkpoint); exporting without '
-                            f'its metrics (pass --summary to use it anyway).')
-        return ckpt / MODEL_FILE, None
-    if path.suffix.lower() == '.json':
-        if path.name == 'config.json':
-            return resolve_source(path.parent)
-        if path.name == RUN_FILE and (path.parent / MODEL_FILE).is_file():  # a checkpoint's own run record
-            return path.parent / MODEL_FILE, path
-        ckpt = _summary_checkpoint(path)
-        if ckpt is None:
-            raise ExportError(f'{path} names no checkpoint (no "last_checkpoint"): pass the checkpoint itself '
-                              f'and this file as --summary.')
-        if not (ckpt / MODEL_FILE).is_file():
-            raise ExportError(f'{path} names the checkpoint {ckpt}, which has no {MODEL_FILE} (moved or pruned?).')
-        return ckpt / MODEL_FILE, path
-    return path, None
+@dataclass
+class CheckpointContents:
+    """What export needs of a SOURCE: the weights, the model they are, and the training record of them."""
+    weights: Path                               # the file the tensors come from
+    state_dict: Dict[str, torch.Tensor]
+    arch: Optional[str] = None                  # the architecture (and tag, from a Hub-form folder)
+    tag: Optional[str] = None
+    model_args: Dict[str, Any] = field(default_factory=dict)
+    label_names: Optional[List[str]] = None
+    data_config: Optional[Dict[str, Any]] = None
+    dataset: Optional[str] = None               # the run's dataset key (cifar10, cifar100, cifar100_coarse)
+    base_model: Optional[str] = None            # the Hub id the run started from (fine-tuning)
+    training: TrainingSummary = field(default_factory=lambda: TrainingSummary([], {}, TrainingRecord(), {}))
 
 
-def _summary_checkpoint(summary: Path) -> Optional[Path]:
-    """The checkpoint folder a train-cifar ``summary.json`` names (relative names are taken from its folder)."""
+def read_source(source: Source, use_ema: bool = True, summary: Optional[str] = None) -> CheckpointContents:
+    """The :class:`CheckpointContents` of a resolved SOURCE (``checkpoint``, ``folder``, ``timm-run`` or ``file``).
+    ``summary``: a training summary given by the user, checked against the checkpoint (module docstring)."""
+    source.require('checkpoint', 'folder', 'timm-run', 'file', what='export')
+    if source.kind == 'checkpoint':
+        return _read_train_cifar_checkpoint(source, use_ema, summary)
+    assert source.weights is not None
+    if source.kind == 'folder':
+        if summary:
+            raise ExportError(f'--summary: {source.text} is an exported folder, whose card already says how it was '
+                              f'trained; export the checkpoint of the run instead.')
+        return _read_hub_folder(source.weights)
+    if source.kind == 'timm-run' and not summary and (source.weights.parent / 'summary.csv').is_file():
+        summary = str(source.weights.parent / 'summary.csv')
+    if summary and Path(summary).suffix.lower() == '.json':
+        return _read_checkpoint_named_by_summary(source.weights, Path(summary))
+    return _read_weights_file(source.weights, use_ema, summary)
+
+
+def _read_checkpoint_named_by_summary(weights: Path, summary: Path) -> CheckpointContents:
+    """A bare weights file with a train-cifar ``summary.json``: the file must be the weights of the checkpoint the
+    summary names (same sha256), which is then read as that checkpoint of its run."""
     try:
         raw = json.loads(summary.read_text())
-    except (OSError, ValueError) as e:
-        raise ExportError(f'Could not read {summary} as JSON: {e}') from e
-    last = raw.get('last_checkpoint') if isinstance(raw, dict) else None
-    if not last:
-        return None
-    last = Path(last)
-    if not last.is_absolute():
-        last = summary.parent / last
-    if not last.exists():  # a moved run folder: the same checkpoint name under this summary's folder
-        moved = summary.parent / 'checkpoints' / last.name
-        last = moved if moved.exists() else last
-    return last.resolve()
+        last = Path(raw['last_checkpoint'])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ExportError(f'--summary {summary}: not a train-cifar summary.json naming a checkpoint ({e})') from None
+    if raw.get('checkpoint_sha256') != sha256_file(weights):
+        raise ExportError(f'--summary {summary} does not describe this checkpoint: its weights sha256 '
+                          f'{str(raw.get("checkpoint_sha256"))[:12]}... is not that of {weights}.')
+    ckpt = summary.parent / 'checkpoints' / last.name  # the summary sits in its run folder
+    if not (ckpt / MODEL_FILE).is_file():
+        raise ExportError(f'--summary {summary} names the checkpoint {ckpt}, which is gone (pruned or moved): '
+                          f'export the run folder instead.')
+    return _read_train_cifar_checkpoint(Source(str(ckpt), 'checkpoint', ckpt / MODEL_FILE, ckpt), False,
+                                        str(summary))
 
 
-def read_checkpoint(path: Union[str, Path], use_ema: bool = True) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
-    """(state dict, metadata) of a checkpoint file (or folder, see ``resolve_source``).
-
-    Weights: timm's ``load_state_dict`` (safetensors, or ``torch.load(weights_only=True)`` picking
-    ``state_dict_ema`` if ``use_ema`` else ``state_dict`` and stripping ``module.`` / ``_orig_mod.``).
-    Metadata: ``arch`` and ``args.model_kwargs`` of a timm train.py checkpoint, or the string metadata of a
-    safetensors file (``architecture`` / ``arch``, ``model_args`` as JSON); for a safetensors file with a
-    timm ``config.json`` beside it (our trainer's checkpoints, exported folders) also the architecture,
-    model arguments, tag, label names and mean/std from that config. (What the run was is in its run record,
-    read by ``export_checkpoint``.)
-    """
-    path, _ = resolve_source(path)
-    if not path.is_file():
-        raise ExportError(f'Checkpoint not found: {path}')
+def _read_train_cifar_checkpoint(source: Source, use_ema: bool, summary: Optional[str]) -> CheckpointContents:
+    ckpt = source.folder
+    assert ckpt is not None
+    ema = use_ema and (ckpt / EMA_FILE).is_file()
+    contents = _read_hub_folder(ckpt / (EMA_FILE if ema else MODEL_FILE), config=ckpt / CONFIG_FILE)
+    contents.tag = None  # a checkpoint's config names no tag; export derives it from the run's dataset
     try:
-        check_weights_file(path)  # recorded size / sha256, safetensors header
-        checkpoint = None if path.suffix == '.safetensors' else _torch_load_safe(path)
-        state_dict = load_state_dict(str(path), use_ema=use_ema, weights_only=True)
-    except DamagedFileError as e:  # damaged, or a pickle that weights_only refused: never retried unsafely
+        run_dir, record, step = run_of_checkpoint(ckpt)
+    except RunRecordError as e:
         raise ExportError(str(e)) from None
-    except (RuntimeError, OSError) as e:
-        raise ExportError(f'Could not read {path} safely (torch.load weights_only=True): {first_line(e)}') from None
-    meta: Dict[str, Any] = {}
+    run_summary = _matching_run_summary(run_dir / 'summary.json', record['run_id'], step, ckpt, strict=False)
+    if summary:
+        if Path(summary).suffix.lower() != '.json':
+            raise ExportError(f'--summary {summary}: timm train.py\'s summary.csv describes timm checkpoints; {ckpt} '
+                              f'is a train-cifar checkpoint (its run\'s summary.json, or none)')
+        run_summary = _matching_run_summary(Path(summary), record['run_id'], step, ckpt, strict=True)
+    cfg = record['config']
+    status = run_summary.get('status') if run_summary else ('completed' if step >= cfg['steps'] else 'running')
+    contents.training = train_cifar_source(record, log_records(run_dir, up_to_step=step), step, ema, status)
+    which = (f', the EMA of the weights (timm ModelEmaV3, decay up to {cfg["model_ema_decay"]})' if ema else
+             ', the weights themselves' + (' (the run also kept an EMA; export it without --no-ema)'
+                                           if (ckpt / EMA_FILE).is_file() else ''))
+    contents.training.training.weights_from = f'step {step} ({ckpt.name}/{contents.weights.name}){which}'
+    contents.dataset = cfg['dataset'] + ('_coarse' if cfg.get('label_type') == 'coarse' else '')
+    contents.base_model = record.get('base_model')
+    return contents
+
+
+def _matching_run_summary(path: Path, run_id: str, step: int, ckpt: Path, strict: bool) -> Optional[Dict[str, Any]]:
+    """A ``train-cifar`` ``summary.json`` if it was written for checkpoint ``ckpt`` (same run id, step and weights
+    sha256). ``strict`` (given with --summary): anything else is an ExportError saying what differs; otherwise
+    (the run's own summary, perhaps of a later point of the run) None."""
+    if not path.is_file():
+        if strict:
+            raise ExportError(f'--summary {path}: no such file')
+        return None
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ExportError(f'{path}: not readable as JSON ({e})') from None
+    if not isinstance(raw, dict):
+        raise ExportError(f'{path}: expected a JSON object (a train-cifar summary.json)')
+    problems = []
+    if raw.get('run_id') != run_id:
+        problems.append(f'it is of run {str(raw.get("run_id"))[:12]}, the checkpoint of run {run_id[:12]}')
+    elif raw.get('checkpoint_step') != step:
+        problems.append(f'it describes step {raw.get("checkpoint_step")}, the checkpoint is step {step}')
+    elif raw.get('checkpoint_sha256') != sha256_file(ckpt / MODEL_FILE):
+        problems.append(f'its weights sha256 {str(raw.get("checkpoint_sha256"))[:12]}... is not that of '
+                        f'{ckpt / MODEL_FILE}')
+    if problems and strict:
+        raise ExportError(f'--summary {path} does not describe this checkpoint: {"; ".join(problems)}. Pass the '
+                          f'summary.json of the run that wrote the checkpoint, or none.')
+    return None if problems else raw
+
+
+def _read_hub_folder(weights: Path, config: Optional[Path] = None) -> CheckpointContents:
+    """Weights and model of a Hub-form folder (``config.json`` as timm's ``save_for_hf`` writes it)."""
+    config = config or weights.with_name(CONFIG_FILE)
+    state_dict = _load_state_dict(weights, use_ema=False)
+    try:
+        hub = json.loads(config.read_text())
+    except (OSError, ValueError) as e:
+        raise ExportError(f'Could not read {config} as JSON: {e}') from None
+    if not isinstance(hub, dict):
+        raise ExportError(f'{config}: expected a JSON object (a timm config.json).')
+    cfg = hub.get('pretrained_cfg') or {}
+    contents = CheckpointContents(weights, state_dict, arch=hub.get('architecture'), tag=cfg.get('tag'),
+                                  model_args=dict(hub.get('model_args') or {}),
+                                  label_names=hub.get('label_names') or cfg.get('label_names'))
+    if cfg.get('mean') and cfg.get('std'):
+        contents.data_config = dict(mean=tuple(cfg['mean']), std=tuple(cfg['std']))
+    return contents
+
+
+def _read_weights_file(path: Path, use_ema: bool, summary: Optional[str]) -> CheckpointContents:
+    """A bare ``.safetensors`` state dict (its string metadata may name the architecture and model arguments) or a
+    torch checkpoint (timm train.py's: ``arch``, ``args.model_kwargs``, ``epoch``), with timm's summary.csv."""
+    state_dict = _load_state_dict(path, use_ema)
+    contents = CheckpointContents(path, state_dict)
+    epoch = None
     if path.suffix == '.safetensors':
         from safetensors import safe_open
         with safe_open(str(path), framework='pt') as f:
             raw = f.metadata() or {}
-        meta['arch'] = raw.get('architecture') or raw.get('arch')
+        contents.arch = raw.get('architecture') or raw.get('arch')
         if raw.get('model_args'):
-            meta['model_args'] = json.loads(raw['model_args'])
-        if str(raw.get('step', '')).isdigit():
-            meta['step'] = int(raw['step'])  # train-cifar writes it
-        config_path = path.with_name('config.json')
-        if config_path.is_file():
-            meta.update(_read_hub_config(config_path))
+            contents.model_args = json.loads(raw['model_args'])
     else:
+        checkpoint = _torch_load_safe(path)
         if isinstance(checkpoint, dict):
-            meta['arch'] = checkpoint.get('arch')
+            contents.arch = checkpoint.get('arch')
             args = checkpoint.get('args')
             args = vars(args) if isinstance(args, argparse.Namespace) else (args if isinstance(args, dict) else {})
             if isinstance(args.get('model_kwargs'), dict):
-                meta['model_args'] = dict(args['model_kwargs'])
-            meta['epoch'] = checkpoint.get('epoch')
-            meta['used_ema'] = use_ema and any(checkpoint.get(k) is not None for k in ('state_dict_ema', 'model_ema'))
-    return state_dict, {k: v for k, v in meta.items() if v is not None}
+                contents.model_args = dict(args['model_kwargs'])
+            epoch = checkpoint.get('epoch')
+            used_ema = use_ema and any(checkpoint.get(k) is not None for k in ('state_dict_ema', 'model_ema'))
+            contents.training.training.weights_from = _timm_weights_from(path, epoch, used_ema)
+    if summary:
+        contents.training = _timm_summary_of(path, epoch, Path(summary), contents.training.training.weights_from)
+    return contents
 
 
-def _read_hub_config(path: Path) -> Dict[str, Any]:
-    """Metadata of a timm Hub-form ``config.json`` (written by ``save_for_hf``)."""
+def _timm_summary_of(weights: Path, epoch: Optional[int], summary: Path, weights_from: Optional[str]
+                     ) -> TrainingSummary:
+    """timm train.py's ``summary.csv`` for the timm checkpoint ``weights`` of ``epoch``: only the run's own (the
+    same folder) that lists that epoch; a train-cifar summary is never one of a bare file's."""
+    if summary.suffix.lower() != '.csv':
+        raise ExportError(f'--summary {summary}: a train-cifar summary describes a checkpoint of its run; export '
+                          f'that checkpoint (or its run folder) instead of {weights.name}.')
+    if epoch is None:
+        raise ExportError(f'--summary {summary}: {weights} is not a timm train.py checkpoint (no epoch), so timm\'s '
+                          f'summary.csv does not describe it.')
+    if summary.resolve().parent != weights.resolve().parent:
+        raise ExportError(f'--summary {summary} is not in the folder of {weights} (the train.py run that wrote the '
+                          f'checkpoint writes its summary.csv beside it).')
+    source = read_timm_summary(summary)  # a damaged file: a ValueError naming it
+    rows = source.raw.get('rows') or []
+    if not any(r['epoch'] == epoch for r in rows):
+        raise ExportError(f'--summary {summary} lists no epoch {epoch}, the epoch of {weights.name}.')
+    source.training.weights_from = weights_from
+    source.metrics += _metrics_of_these_weights(rows, epoch)
+    for m in source.metrics:  # the model-index lists only what was measured on the exported weights themselves
+        if m.step is not None:
+            m.of_these_weights = m.step == epoch
+    return source
+
+
+def _load_state_dict(path: Path, use_ema: bool) -> Dict[str, torch.Tensor]:
+    """timm's ``load_state_dict`` (safetensors, or ``torch.load(weights_only=True)`` picking ``state_dict_ema`` if
+    ``use_ema`` else ``state_dict`` and stripping ``module.`` / ``_orig_mod.``), after the file's integrity check."""
     try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ExportError(f'Could not read {path} as JSON: {e}') from e
-    if not isinstance(config, dict):
-        raise ExportError(f'{path}: expected a JSON object (a timm config.json).')
-    cfg = config.get('pretrained_cfg') or {}
-    meta = dict(arch=config.get('architecture'), model_args=dict(config.get('model_args') or {}) or None,
-                tag=cfg.get('tag'), label_names=config.get('label_names') or cfg.get('label_names'))
-    if cfg.get('mean') and cfg.get('std'):
-        meta['data_config'] = dict(mean=tuple(cfg['mean']), std=tuple(cfg['std']))
-    return meta
+        check_weights_file(path)  # recorded size / sha256, safetensors header
+        if path.suffix != '.safetensors':
+            _torch_load_safe(path)  # refuses pickles that hold code, as a one-line error
+        return load_state_dict(str(path), use_ema=use_ema, weights_only=True)
+    except DamagedFileError as e:  # damaged, or a pickle that weights_only refused: never retried unsafely
+        raise ExportError(str(e)) from None
+    except (RuntimeError, OSError) as e:
+        raise ExportError(f'Could not read {path} safely (torch.load weights_only=True): {first_line(e)}') from None
 
 
 def _torch_load_safe(path: Path) -> Any:
@@ -180,59 +259,13 @@ def infer_model_args(state_dict: Dict[str, torch.Tensor]) -> Dict[str, Any]:
     return args
 
 
-def training_source(weights: Path, meta: Dict[str, Any], state_dict, summary, found_summary) -> TrainingSummary:
-    """What the training source says of these weights: metrics (each marked whether it was measured on them),
-    card details and the training record; ``raw`` is the source's content ({} without one)."""
-    summary = summary or found_summary
-    source = TrainingSummary([], {}, TrainingRecord(), {})
-    if summary:
-        source = read_summary(summary)
-        # given with --summary: it must be this checkpoint's run, as a found one is
-        if found_summary is None or Path(summary).resolve() != Path(found_summary).resolve():
-            own = read_summary(found_summary).raw if found_summary else {}
-            _check_summary_fits(Path(summary), source.raw, own, meta, state_dict)
-    source.training.weights_from = _weights_from(weights, meta)
-    source.metrics += _metrics_of_these_weights(source.raw.get('rows'), meta.get('epoch'))
-    weights_step = meta['step'] if meta.get('step') is not None else meta.get('epoch')
-    for m in source.metrics:  # the model-index lists only what was measured on the exported weights themselves
-        if m.step is not None:
-            m.of_these_weights = weights_step is not None and m.step == weights_step
-    return source
-
-
-def _check_summary_fits(path: Path, raw: Dict[str, Any], own: Dict[str, Any], meta: Dict[str, Any],
-                        state_dict) -> None:
-    """An explicit train-cifar ``summary.json`` must describe the exported checkpoint: the same dataset (and so
-    number of classes) as the checkpoint's own run record ``own`` and the same step; otherwise its metrics and
-    dataset would go on the wrong card."""
-    config = raw.get('config') if isinstance(raw.get('config'), dict) else {}
-    dataset = raw.get('dataset') or config.get('dataset')
-    problems = []
-    own_dataset = own.get('dataset') or (own.get('config') or {}).get('dataset')
-    if dataset and own_dataset and dataset != own_dataset:
-        problems.append(f'it is of a {dataset} run, the checkpoint of a {own_dataset} run')
-    classes = NUM_CLASSES.get((dataset, config.get('label_type') or 'fine'))
-    if classes and 'fc.weight' in state_dict and int(state_dict['fc.weight'].shape[0]) != classes:
-        problems.append(f'its dataset {dataset} has {classes} classes, the checkpoint '
-                        f'{int(state_dict["fc.weight"].shape[0])}')
-    step = next((raw[k] for k in ('checkpoint_step', 'final_step', 'steps') if raw.get(k) is not None), None)
-    if isinstance(step, int) and meta.get('step') is not None and step != meta['step']:
-        problems.append(f'it describes step {step}, the checkpoint is step {meta["step"]}')
-    if problems:
-        raise ExportError(f'--summary {path} does not describe this checkpoint: ' + '; '.join(problems)
-                          + '. Pass the summary.json of the run that wrote the checkpoint, or none.')
-
-
-def _weights_from(weights: Path, meta: Dict[str, Any]) -> Optional[str]:
-    """Which point of the training run the exported weights are, as the checkpoint records it."""
-    ema = ', EMA weights' if meta.get('used_ema') else ''
-    if meta.get('epoch') is not None:  # timm train.py
-        best = (': train.py\'s best eval metric since the run last started (a --resume starts the count again)'
-                if weights.name == TIMM_BEST else '')
-        return f'epoch {meta["epoch"]} ({weights.name}{best}){ema}'
-    if meta.get('step') is not None:  # train-cifar
-        return f'step {meta["step"]} ({weights.parent.name}/{weights.name}){ema}'
-    return None
+def _timm_weights_from(weights: Path, epoch: Optional[int], used_ema: bool) -> Optional[str]:
+    """Which point of a timm train.py run the exported weights are, as the checkpoint records it."""
+    if epoch is None:
+        return None
+    best = (': train.py\'s best eval metric since the run last started (a --resume starts the count again)'
+            if weights.name == TIMM_BEST else '')
+    return f'epoch {epoch} ({weights.name}{best})' + (', EMA weights' if used_ema else '')
 
 
 def _metrics_of_these_weights(rows: Optional[List[Dict[str, Any]]], epoch: Optional[int]) -> List[Metric]:

@@ -1,29 +1,32 @@
 """``timm-identity export`` and ``timm-identity publish``."""
 import argparse
+import errno
+import os
+import re
 import sys
+from pathlib import Path
 
 from ..model_kwargs import ParseModelKwargs
 
 EXPORT_EPILOG = """\
 examples:
-  # a train-cifar run (its newest checkpoint + that checkpoint's run.json) -> a folder ready for `publish`
-  timm-identity export runs/c10 --arch allconv_resnet_cifar.cifar10 --output export/allconv_resnet_cifar.cifar10
-  # one checkpoint folder of a run (with its own run.json), or a bare weights file with its summary
-  timm-identity export runs/c10/checkpoints/step_00060000 --tag cifar10 --output export/c10
-  timm-identity export weights.safetensors --arch allconv_resnet_cifar.cifar10 \\
-      --summary runs/c10/summary.json --output export/allconv_resnet_cifar.cifar10
+  # a train-cifar run (its newest checkpoint): architecture, tag (the dataset) and card from the run's record
+  timm-identity export runs/c10 --output export/c10
+  # one checkpoint folder of a run, under a registered tag (the card: the run as of that step)
+  timm-identity export runs/c10/checkpoints/step_00060000 --arch allconv_resnet_cifar.cifar10 --output export/c10
   # timm train.py run folder (model_best.pth.tar, EMA weights if present, + summary.csv), half-size weights
   timm-identity export output/train/<experiment> --arch allconv_resnet_imagenet.in1k --fp16 --output export/in1k
   # into the clone's hub_configs/ and the local HF cache: pretrained=True then works offline here
   timm-identity export runs/c10 --arch allconv_resnet_cifar.cifar10 --to-hub-configs --to-hf-cache
 
-Summary files: our trainer's run record (a checkpoint's run.json, the run's summary.json: final_test_error,
-best_test_error, optional *_top5 keys, in percent) or timm train.py's summary.csv (eval_top1 / eval_top5;
-repeated header rows after --resume and a partial last row are fine; args.yaml beside it gives the settings
-and evaluated split). The model card is MODEL_CARD.md of the checkout (or --model-card) with the per-model
-section and Hub metadata added; it says only what the run recorded, "not recorded" otherwise. Inputs whose
-config.json records their sha256 (our checkpoints and exports) are checked against it; the export records its
-own.
+What the card says of the run comes from where the run wrote it: a train-cifar run's record (run.json: settings,
+data, command lines) and log (the test error at each evaluation), up to the exported checkpoint's step, or timm
+train.py's summary.csv (read as train.py writes it: a header again after --resume, a partial last row after a
+kill) with its args.yaml. --summary is checked against the checkpoint, never trusted: a train-cifar summary.json
+must name the same run, step and weights sha256; a summary.csv must sit beside the timm checkpoint and list its
+epoch. The model card is MODEL_CARD.md of the checkout (or --model-card) with the per-model section and Hub
+metadata added; it says only what the run recorded, "not recorded" otherwise. Inputs whose config.json records
+their sha256 (our checkpoints and exports) are checked against it; the export records its own.
 """
 
 PUBLISH_EPILOG = """\
@@ -39,9 +42,52 @@ before anything is sent.
 """
 
 
+# errors of a write that did not fit (a full disk, a quota, a read-only filesystem, a file size limit)
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
+# safetensors' I/O error while writing: "Error while serializing: I/O error: No space left on device (os error 28)"
+_SAFETENSORS_WRITE = re.compile(r'while serializing: I/O error: (.*?)(?: \(os error \d+\))?$')
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _missing_folders(path: Path) -> list:
+    """The folders above ``path`` that do not exist yet, deepest first (what the export's mkdir will make)."""
+    missing, folder = [], path.resolve().parent
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _export_failure(e: BaseException, output, made: list) -> str:
+    """One line for an OSError or SafetensorError of ``export``; a write that failed (a full or read-only disk)
+    names --output."""
+    where = f'--output {output}' if output else 'the export folder'
+    if isinstance(e, OSError):
+        writing = e.errno in _WRITE_ERRNOS
+        if output and e.filename:
+            out, failed = Path(output).resolve(), Path(os.fsdecode(e.filename)).resolve()
+            writing = writing or failed == out or failed in made or (
+                failed.parent == out.parent and failed.name.startswith(f'.{out.name}.tmp-'))
+        if writing:
+            return f'{where}: cannot write it ({e.strerror or _first_line(e)}); nothing was written'
+        name = f' ({e.filename})' if e.filename and str(e.filename) not in str(e) else ''
+        return f'{_first_line(e)}{name}'
+    match = _SAFETENSORS_WRITE.search(_first_line(e))
+    if match:
+        return f'{where}: cannot write it ({match.group(1)}); nothing was written'
+    return _first_line(e)
+
+
 def _export(args: argparse.Namespace) -> int:
+    from safetensors import SafetensorError
+
     from .export import ExportError, export_checkpoint
     label_names = None
+    made = _missing_folders(Path(args.output)) if args.output else []
     try:
         if args.label_names:
             with open(args.label_names, encoding='utf-8') as f:
@@ -55,8 +101,15 @@ def _export(args: argparse.Namespace) -> int:
             base_model=args.base_model,
             verify=not args.no_verify,
         )
-    except (ExportError, OSError, ValueError) as e:
-        print(f'timm-identity export: error: {e}', file=sys.stderr)
+    except (ExportError, OSError, ValueError, SafetensorError) as e:
+        # the export removed its temporary folder; remove the (empty) folders made above --output too
+        for made_folder in made:
+            try:
+                os.rmdir(made_folder)
+            except OSError:
+                break
+        message = str(e) if isinstance(e, (ExportError, ValueError)) else _export_failure(e, args.output, made)
+        print(f'timm-identity export: error: {message}', file=sys.stderr)
         return 2
     print(f'Exported to {folder}')
     for path in sorted(folder.iterdir()):
@@ -82,21 +135,23 @@ def add_parser(subparsers) -> None:
                     'repo: config.json (timm save_for_hf), model.safetensors and a README.md model card.\n'
                     'Written under a temporary name, reloaded and checked, then renamed into place.',
         epilog=EXPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('checkpoint', help='a train-cifar run folder (newest checkpoint + its run.json), its '
-                                      'summary.json, a timm train.py run folder (model_best.pth.tar + '
-                                      'summary.csv), a checkpoint or Hub-form folder (model.safetensors + '
-                                      'config.json), a .safetensors state dict, or a torch checkpoint (.pth.tar, '
-                                      '.pth; read with weights_only=True)')
+    p.add_argument('checkpoint', help='a train-cifar run folder (its newest checkpoint) or checkpoint folder, a '
+                                      'timm train.py run folder (model_best.pth.tar + summary.csv), a Hub-form '
+                                      'folder (model.safetensors + config.json), a .safetensors state dict, or a '
+                                      'torch checkpoint (.pth.tar, .pth; read with weights_only=True)')
     p.add_argument('--arch', help='model name, optionally with the tag: allconv_resnet_cifar.cifar10 (default: '
-                                  'from the checkpoint/summary)')
+                                  'the checkpoint\'s config.json or metadata)')
     p.add_argument('--tag', help='pretrained tag, if not in --arch (a new tag is fine for --output; default: '
-                                 'the checkpoint\'s, e.g. cifar10_paper for train-cifar)')
+                                 'a train-cifar run\'s dataset, e.g. cifar10, or a Hub-form folder\'s tag)')
     p.add_argument('--model-kwargs', nargs='*', default={}, action=ParseModelKwargs, metavar='KEY=VALUE',
                    help='model arguments the checkpoint was trained with, e.g. depths="(1,1,1)"; num_classes, '
                         'head and in_chans are read from the weights')
-    p.add_argument('--no-ema', action='store_true', help='take state_dict, not state_dict_ema, of a timm checkpoint')
-    p.add_argument('--summary', help='training summary with the measured metrics (.json ours, .csv timm '
-                                     'train.py; default: the checkpoint\'s run.json)')
+    p.add_argument('--no-ema', action='store_true', help='take the weights, not their EMA: state_dict, not '
+                                                         'state_dict_ema, of a timm checkpoint; model.safetensors, not '
+                                                         'model_ema.safetensors, of a train-cifar --model-ema run')
+    p.add_argument('--summary', help='a training summary, checked against the checkpoint (a train-cifar '
+                                     'summary.json of the same run, step and weights; timm train.py\'s summary.csv '
+                                     'beside its checkpoint); default: what the run recorded')
     out = p.add_mutually_exclusive_group()
     out.add_argument('--output', '-o', help='destination folder')
     out.add_argument('--to-hub-configs', nargs='?', const='', metavar='HUB_CONFIGS',

@@ -6,10 +6,10 @@
     <folder>/README.md          the model card (model_card.py): Hub metadata + MODEL_CARD.md
 
 Input checkpoints are read by :mod:`.checkpoint_source` (weights, model, training record). The folder is written
-under a temporary name beside the destination, its ``config.json`` records the size and sha256 of
-``model.safetensors`` (``timm_identity.integrity``), it is checked (reloaded through ``timm.create_model('local-
-dir:...')``, identical outputs), given ordinary file modes (umask) and renamed into place at the end: a failure
-leaves nothing half-written.
+under a temporary name in ``.export-staging/`` beside the destination (removed on an error, Ctrl-C or SIGTERM), its
+``config.json`` records the size and sha256 of ``model.safetensors`` (``timm_identity.integrity``), it is checked
+(reloaded through ``timm.create_model('local-dir:...')``, identical outputs), given ordinary file modes (umask)
+and renamed into place at the end: a failure leaves nothing half-written.
 
 The model card states only what the training source records (``training_sources.TrainingRecord``): a
 ``train-cifar`` checkpoint's ``run.json`` or run summary, or a timm ``train.py`` folder's ``summary.csv`` and
@@ -27,12 +27,12 @@ import torch
 import timm
 from timm.models import save_for_hf, split_model_name_tag
 
-from timm_identity.pretrained.weights_record import write_record
-
-from ..atomic_io import set_new_file_mode
+from ..atomic_io import raise_on_termination, set_new_file_mode
 from ..integrity import first_line, record_files
+from ..pretrained.tags import hub_repo_id
 from ..train.checkpoint import state_dict_mismatch
-from .checkpoint_source import ExportError, infer_model_args, read_checkpoint, resolve_source, training_source
+from ..sources import resolve_source
+from .checkpoint_source import ExportError, infer_model_args, read_source
 from .model_card import DATASETS, ModelInfo, dataset_info, render_model_card
 from .training_sources import Metric, TrainingRecord
 
@@ -40,9 +40,6 @@ __all__ = ['ExportError', 'export_checkpoint', 'export_model', 'hub_configs_dir'
            'atomic_replace_dir']
 
 _logger = logging.getLogger(__name__)
-
-HUB_ORG = 'timm-identity'
-
 
 def hub_configs_dir() -> Path:
     """The ``hub_configs/`` folder the package reads its pretrained tags from (a source checkout's, with an
@@ -66,31 +63,25 @@ def _registered_tags(architecture: str) -> List[str]:
     return [n.split('.', 1)[1] for n in timm.list_models(f'{architecture}.*', include_tags=True)]
 
 
-def _base_model_id(init_from: str) -> Optional[str]:
-    """The Hub repo id of the weights a run started from (``--init-from``), for the card's ``base_model``."""
-    if init_from.startswith('hf-hub:'):
-        return init_from[len('hf-hub:'):]
-    if init_from.startswith('local-dir:'):
-        config = Path(init_from[len('local-dir:'):]) / 'config.json'
+def _timm_base_model(timm_args: Dict[str, Any]) -> Optional[str]:
+    """The Hub id of the weights a timm train.py run started from: ``--pretrained`` with ``--model NAME`` (a tag,
+    ``hf-hub:`` or ``local-dir:`` name) in its args.yaml. None when it records none, or when train.py loaded them
+    from a bare file (``--pretrained-path``: no Hub id)."""
+    if not (timm_args.get('pretrained') and timm_args.get('model')) or timm_args.get('pretrained_path'):
+        return None
+    name = str(timm_args['model'])  # without a tag: timm's default tag, as train.py loaded
+    if name.startswith('hf-hub:'):
+        return name[len('hf-hub:'):]
+    if name.startswith('local-dir:'):
+        config = Path(name[len('local-dir:'):]) / 'config.json'
         try:
             return (json.loads(config.read_text()).get('pretrained_cfg') or {}).get('hf_hub_id')
         except (OSError, ValueError, AttributeError):
             return None
     try:
-        return timm.models.get_pretrained_cfg(init_from).hf_hub_id or init_from
+        return timm.models.get_pretrained_cfg(name).hf_hub_id or name
     except (RuntimeError, ValueError):
-        return init_from
-
-
-def _recorded_base_model(run_config: Dict[str, Any], timm_args: Dict[str, Any]) -> Optional[str]:
-    """The weights a run recorded starting from: train-cifar's ``--init-from``, or timm train.py's ``--pretrained``
-    with ``--model NAME`` (a tag, ``hf-hub:`` or ``local-dir:`` name) in its args.yaml. None when it records none,
-    or when train.py loaded them from a bare file (``--pretrained-path``: no Hub id)."""
-    if run_config.get('init_from'):
-        return _base_model_id(run_config['init_from'])
-    if timm_args.get('pretrained') and timm_args.get('model') and not timm_args.get('pretrained_path'):
-        return _base_model_id(str(timm_args['model']))  # without a tag: timm's default tag, as train.py loaded
-    return None
+        return name
 
 
 def _non_default_args(architecture: str, args: Dict[str, Any]) -> Dict[str, Any]:
@@ -205,7 +196,7 @@ def export_model(
     ``model_card``: the MODEL_CARD.md template (default: the checkout's, if there is one).
     """
     architecture = model.pretrained_cfg.get('architecture') or type(model).__name__
-    repo_id = repo_id or f'{HUB_ORG}/{architecture}.{tag}'
+    repo_id = repo_id or hub_repo_id(f'{architecture}.{tag}')
     # `create_model('<arch>.<tag>', pretrained=True)` gives these weights only for the default architecture
     registered = tag in _registered_tags(architecture) and not _non_default_args(
         architecture, getattr(model, '_model_args', {}))
@@ -223,36 +214,57 @@ def export_model(
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.exists() and not overwrite:
         raise ExportError(f'{output} already exists; pass --overwrite to replace it.')
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{output.name}.tmp-', dir=output.parent))
+    # built one level below output's folder (same filesystem: renamed into place at the end), so that a listing of
+    # that folder (hub_configs/'s tag folders) never sees it half-written; SIGTERM raises here, so it is removed
+    staging = output.parent / '.export-staging'
+    restore_signals = raise_on_termination()
+    tmp = None
     try:
-        model = model.eval()
-        dtype = torch.float16 if fp16 else torch.float32
-        to_save = model
-        if fp16:
-            import copy
-            to_save = copy.deepcopy(model).to(torch.float16)
-        save_for_hf(to_save, tmp, model_config=model_config, safe_serialization=True, data_config=data_config)
-        saved_cfg = json.loads((tmp / 'config.json').read_text())['pretrained_cfg']
-        trainable, fixed = _count(model)
-        info = ModelInfo(
-            architecture=architecture, tag=tag, repo_id=repo_id, num_classes=model.num_classes,
-            num_params=trainable, num_fixed=fixed, dataset=dataset,
-            description=saved_cfg.get('description', ''), weights_dtype='float16' if fp16 else 'float32',
-            input_size=saved_cfg.get('input_size', ()), mean=saved_cfg.get('mean', ()), std=saved_cfg.get('std', ()),
-            license=saved_cfg.get('license', 'apache-2.0'), metrics=list(metrics), details=dict(details or {}),
-            base_model=base_model, registered=registered, training=training or TrainingRecord(),
-        )
-        (tmp / 'README.md').write_text(render_model_card(info, template), encoding='utf-8')
-        record_files(tmp, ['model.safetensors'])
-        if verify:
-            _verify(tmp, model, dtype)
-        for path in (tmp, *tmp.iterdir()):  # mkdtemp makes 0o700, save_file 0o600: this folder is for sharing
-            set_new_file_mode(path)
+        staging.mkdir(exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f'{output.name}.tmp-', dir=staging))
+        card = dict(architecture=architecture, tag=tag, repo_id=repo_id, dataset=dataset, metrics=list(metrics),
+                    details=dict(details or {}), base_model=base_model, registered=registered,
+                    training=training or TrainingRecord())
+        _write_hub_folder(tmp, model.eval(), fp16, model_config, data_config, card, template, verify)
         atomic_replace_dir(tmp, output, overwrite)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        restore_signals()
+        try:
+            staging.rmdir()  # unless another export is building in it
+        except OSError:
+            pass
     return output
+
+
+def _write_hub_folder(folder: Path, model: torch.nn.Module, fp16: bool, model_config: Dict[str, Any],
+                      data_config: Optional[Dict[str, Any]], card: Dict[str, Any], template: Optional[str],
+                      verify: bool) -> None:
+    """Fill ``folder``: timm's ``save_for_hf`` (config.json, model.safetensors), the model card (``card``: the
+    :class:`ModelInfo` fields that are not read back from the saved config), the weights' record; then reload
+    and check it, and give it ordinary file modes."""
+    dtype = torch.float16 if fp16 else torch.float32
+    to_save = model
+    if fp16:
+        import copy
+        to_save = copy.deepcopy(model).to(torch.float16)
+    save_for_hf(to_save, folder, model_config=model_config, safe_serialization=True, data_config=data_config)
+    saved_cfg = json.loads((folder / 'config.json').read_text())['pretrained_cfg']
+    trainable, fixed = _count(model)
+    info = ModelInfo(
+        num_classes=model.num_classes, num_params=trainable, num_fixed=fixed,
+        description=saved_cfg.get('description', ''), weights_dtype='float16' if fp16 else 'float32',
+        input_size=saved_cfg.get('input_size', ()), mean=saved_cfg.get('mean', ()), std=saved_cfg.get('std', ()),
+        license=saved_cfg.get('license', 'apache-2.0'), **card)
+    (folder / 'README.md').write_text(render_model_card(info, template), encoding='utf-8')
+    record_files(folder, ['model.safetensors'])
+    if verify:
+        _verify(folder, model, dtype)
+    for path in (folder, *folder.iterdir()):  # mkdtemp makes 0o700, save_file 0o600: this folder is for sharing
+        set_new_file_mode(path)
 
 
 def export_checkpoint(
@@ -269,33 +281,31 @@ def export_checkpoint(
         hf_cache_dir: Optional[Union[str, Path]] = None,
         **kwargs,
 ) -> Path:
-    """Checkpoint file -> Hub-form folder (see ``export_model`` for the other keyword arguments).
+    """Checkpoint -> Hub-form folder (see ``export_model`` for the other keyword arguments).
 
-    ``arch`` may carry the tag (``allconv_resnet_cifar.cifar10``). ``summary``: the training record to use
-    (default: the checkpoint's ``run.json``, see ``resolve_source``). ``to_hub_configs``: write into
+    ``checkpoint``: what :func:`timm_identity.sources.resolve_source` resolves (a train-cifar checkpoint or run
+    folder, a Hub-form folder, a timm train.py output folder, a weights file); what it is and how it was trained
+    come from :func:`.checkpoint_source.read_source` (a train-cifar run: its run record, no ``arch`` needed).
+    ``arch`` may carry the tag (``allconv_resnet_cifar.cifar10``); a train-cifar run's tag defaults to its dataset.
+    ``summary``: a training summary, checked against the checkpoint. ``to_hub_configs``: write into
     ``<hub_configs>/<arch>.<tag>/`` (True: the package's own ``hub_configs/``) instead of ``output``; the
     architecture must then be the registered default, since ``pretrained=True`` builds that.
     ``to_hf_cache``: also put the folder into the local HF cache under its ``hf_hub_id``.
     """
-    weights, found_summary = resolve_source(checkpoint)
-    state_dict, meta = read_checkpoint(weights, use_ema=use_ema)
-    source = training_source(weights, meta, state_dict, summary, found_summary)
-    raw = source.raw
-    architecture, tag = _architecture_and_tag(arch, tag, meta, raw)
-    run_config = raw.get('config') if isinstance(raw.get('config'), dict) else {}
-    if kwargs.get('dataset') is None and raw.get('dataset'):  # train-cifar: CIFAR-100's coarse labels are their own set
-        kwargs['dataset'] = raw['dataset'] + ('_coarse' if run_config.get('label_type') == 'coarse' else '')
-    if kwargs.get('base_model') is None:  # a fine-tune: the card names its base
-        kwargs['base_model'] = _recorded_base_model(run_config, raw.get('args') or {})
-    if kwargs.get('label_names') is None and meta.get('label_names'):
-        kwargs['label_names'] = meta['label_names']
-    if kwargs.get('data_config') is None and meta.get('data_config'):
-        kwargs['data_config'] = meta['data_config']  # the mean/std the weights were trained with
-
-    args = dict(meta.get('model_args') or {})
-    args.update(raw.get('model_args') or raw.get('model_kwargs') or run_config.get('model_kwargs') or {})
-    args.update(model_args or {})
-    for key, value in infer_model_args(state_dict).items():
+    try:
+        source = resolve_source(str(checkpoint))
+        contents = read_source(source, use_ema=use_ema, summary=str(summary) if summary else None)
+    except (ValueError, FileNotFoundError) as e:
+        raise ExportError(str(e)) from None
+    architecture, tag = _architecture_and_tag(arch, tag, contents)
+    timm_args = contents.training.raw.get('args') or {}
+    for key, value in (('dataset', contents.dataset), ('label_names', contents.label_names),
+                       ('data_config', contents.data_config),  # the mean/std the weights were trained with
+                       ('base_model', contents.base_model or _timm_base_model(timm_args))):  # a fine-tune's base
+        if kwargs.get(key) is None and value is not None:
+            kwargs[key] = value
+    args = {**contents.model_args, **(model_args or {})}
+    for key, value in infer_model_args(contents.state_dict).items():
         args.setdefault(key, value)
     name = _registered_name(architecture, tag, args)
     if to_hub_configs:
@@ -303,30 +313,28 @@ def export_checkpoint(
         kwargs['overwrite'] = True
     if output is None:
         raise ExportError('Where to? Pass --output DIR or --to-hub-configs.')
-    source_dir = Path(weights).resolve().parent
+    source_dir = contents.weights.resolve().parent
     if Path(output).resolve() in (source_dir, *source_dir.parents) and not to_hub_configs:
         raise ExportError(f'--output {output} is the folder of the checkpoint being exported (or holds it): '
                           f'--overwrite would delete the source. Export to another folder.')
-    model = _build_with_weights(name, args, state_dict, weights)
-    folder = export_model(model, output, tag=tag, metrics=source.metrics, details=source.details,
-                          training=source.training, **kwargs)
+    model = _build_with_weights(name, args, contents.state_dict, contents.weights)
+    training = contents.training
+    folder = export_model(model, output, tag=tag, metrics=training.metrics, details=training.details,
+                          training=training.training, **kwargs)
     repo_id = json.loads((folder / 'config.json').read_text())['pretrained_cfg']['hf_hub_id']
-    if to_hub_configs:  # the record that makes the tag pretrained (timm_identity.pretrained.weights_record)
-        write_record(folder, repo_id, source=str(checkpoint))
     if to_hf_cache:
         from .cache import install_into_hf_cache
         install_into_hf_cache(folder, repo_id, cache_dir=hf_cache_dir)
     return folder
 
 
-def _architecture_and_tag(arch: Optional[str], tag: Optional[str], meta: Dict[str, Any],
-                          raw: Dict[str, Any]) -> Tuple[str, str]:
-    arch = arch or meta.get('arch') or raw.get('architecture') or raw.get('model')
+def _architecture_and_tag(arch: Optional[str], tag: Optional[str], contents) -> Tuple[str, str]:
+    arch = arch or contents.arch
     if not arch:
         raise ExportError('Which architecture? Pass --arch (e.g. allconv_resnet_cifar.cifar10); the checkpoint '
-                          'and summary do not name one.')
+                          'does not name one.')
     architecture, arch_tag = split_model_name_tag(arch)
-    tag = tag or arch_tag or meta.get('tag')
+    tag = tag or arch_tag or contents.tag or contents.dataset
     if not tag:
         raise ExportError(f'Which pretrained tag? Pass --tag or --arch {architecture}.<tag> (registered tags: '
                           f'{_registered_tags(architecture)}).')

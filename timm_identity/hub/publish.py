@@ -9,7 +9,9 @@ and the token valid, ``create_repo(exist_ok=True)``, the branch for ``--revision
 and one ``upload_folder`` commit holding exactly the files that ``--dry-run`` lists.
 """
 import json
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Union
@@ -17,7 +19,6 @@ from typing import Callable, List, Optional, Union
 from huggingface_hub import HfApi, constants, get_token
 
 from ..integrity import DamagedFileError, check_weights_file, sha256_file
-from timm_identity.pretrained.weights_record import RECORD_FILE, mark_published
 
 __all__ = ['PublishError', 'UploadFile', 'check_repo_names', 'collect_upload', 'publish']
 
@@ -39,11 +40,31 @@ class UploadFile:
     sha256: str
 
 
+_SPECIAL_KINDS = ((stat.S_ISFIFO, 'a FIFO (named pipe)'), (stat.S_ISSOCK, 'a socket'),
+                  (stat.S_ISCHR, 'a character device'), (stat.S_ISBLK, 'a block device'))
+
+
+def _refuse_special_files(folder: Path) -> None:
+    """PublishError (one line, naming it) for the first entry under ``folder`` that is neither a regular file, a
+    folder nor a symbolic link (which ``collect_upload`` refuses itself): reading a FIFO would wait forever, a
+    device would read without end. Checked with ``lstat`` before any file is opened."""
+    for dirpath, dirnames, filenames in os.walk(folder):  # does not follow links to folders
+        for name in sorted(dirnames + filenames):
+            path = Path(dirpath, name)
+            mode = os.lstat(path).st_mode
+            if stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode):
+                continue
+            kind = next((what for test, what in _SPECIAL_KINDS if test(mode)), 'a special file')
+            raise PublishError(f'Refusing to publish {folder}: {path.relative_to(folder).as_posix()} is {kind}, not '
+                               f'a regular file or folder; remove it. Nothing was read or uploaded.')
+
+
 def collect_upload(folder: Union[str, Path]) -> List[UploadFile]:
     """The files of ``folder`` that a publish uploads, after the local checks (raises PublishError)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise PublishError(f'Not a folder: {folder}')
+    _refuse_special_files(folder)
     files: List[UploadFile] = []
     problems: List[str] = []
     root = folder.resolve()
@@ -53,7 +74,7 @@ def collect_upload(folder: Union[str, Path]) -> List[UploadFile]:
             problems.append(f'{rel}: a symbolic link (or a path outside the folder); upload preparation would '
                             f'read its target. Copy the real file in instead')
             continue
-        if path.is_dir() or rel == RECORD_FILE:  # the package's own weights record stays here
+        if path.is_dir():
             continue
         if any(part.startswith('.') for part in path.relative_to(folder).parts):
             problems.append(f'{rel}: hidden file (remove it; upload_folder would treat it differently)')
@@ -211,6 +232,4 @@ def publish(
                            f'have been created).') from None
     url = getattr(commit, 'commit_url', None) or str(commit)
     echo(f'Done: {url}')
-    if mark_published(folder, repo_id, branch, url):
-        echo(f'Recorded in {Path(folder) / RECORD_FILE}: the tag\'s weights are published.')
     return url

@@ -1,7 +1,8 @@
-"""What a training source records about how weights were made: our ``train-cifar`` run record (a checkpoint's
-``run.json``, or the run's ``summary.json``), timm ``train.py``'s ``summary.csv`` with its ``args.yaml`` (and a
-webdataset folder's ``_info.json`` for the evaluated split's size). Read here; rendered into the model card by
-:mod:`.model_card`. Nothing is ever filled in from the paper's recipe: what a source does not record stays ``None``.
+"""What a training source records about how weights were made: our ``train-cifar`` run (its record ``run.json`` and
+log, up to the exported checkpoint's step: :func:`train_cifar_source`), timm ``train.py``'s ``summary.csv`` with its
+``args.yaml`` (and a webdataset folder's ``_info.json`` for the evaluated split's size). Read here; rendered into
+the model card by :mod:`.model_card`. Nothing is ever filled in from the paper's recipe: what a source does not
+record stays ``None``.
 """
 import dataclasses
 import json
@@ -11,8 +12,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
 
-__all__ = ['Metric', 'TrainingRecord', 'TrainingSummary', 'read_summary', 'read_timm_summary_csv',
-           'train_cifar_record', 'merge_same_point', 'portable_command']
+__all__ = ['Metric', 'TrainingRecord', 'TrainingSummary', 'read_timm_summary', 'read_timm_summary_csv',
+           'train_cifar_source', 'train_cifar_record', 'merge_same_point', 'portable_command']
 
 
 @dataclass
@@ -63,60 +64,48 @@ class TrainingSummary:
     raw: Dict[str, Any]           # the file's content (timm summary.csv: its rows and args.yaml)
 
 
-def read_summary(path: Union[str, Path]) -> TrainingSummary:
-    """Metrics and training facts from a training summary; any error names the file.
-
-    - ``.json`` (our trainer's ``summary.json``): ``final_test_error``, ``best_test_error`` and optionally
-      ``final_test_error_top5``, ``best_test_error_top5`` -- top-1 / top-5 error in percent on the test
-      split; and, where present, the run's config (recipe), command line, steps, test set size, wall time,
-      device.
-    - ``.csv`` (timm train.py's ``summary.csv``, see :func:`read_timm_summary_csv`): ``eval_top1`` /
-      ``eval_top5`` (accuracy, percent) of the last epoch (final) and of the epoch with the best
-      ``eval_top1`` (best); train.py's ``args.yaml`` beside it gives the settings and the evaluated split.
-    """
+def read_timm_summary(path: Union[str, Path]) -> TrainingSummary:
+    """Metrics and training facts from timm ``train.py``'s ``summary.csv`` (see :func:`read_timm_summary_csv`):
+    ``eval_top1`` / ``eval_top5`` (accuracy, percent) of the last epoch (final) and of the epoch with the best
+    ``eval_top1`` (best); train.py's ``args.yaml`` beside it gives the settings and the evaluated split. Any error
+    names the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'Summary file not found: {path}')
-    if path.suffix.lower() == '.csv':
-        return _read_timm_summary(path)
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ValueError(f'{path}: not readable as JSON ({e})') from None
-    if not isinstance(raw, dict):
-        raise ValueError(f'{path}: expected a JSON object.')
+    if path.suffix.lower() != '.csv':
+        raise ValueError(f'{path}: expected timm train.py\'s summary.csv')
+    return _read_timm_summary(path)
+
+
+def train_cifar_source(record: Dict[str, Any], records: List[Dict[str, Any]], step: int, ema: bool,
+                       status: Optional[str]) -> TrainingSummary:
+    """What a ``train-cifar`` run says of its checkpoint of step ``step``: from the run record (``record``: settings,
+    data, starts) and the log (``records``), up to that step. ``ema``: the exported weights are the EMA's, so the
+    metrics are the EMA's evaluations. ``status``: how the run stood at that checkpoint (the run's summary when it
+    was written for it; else whether the step is the run's planned end)."""
+    cfg = record['config']
+    key, top5 = ('ema_test_error', 'ema_test_top5') if ema else ('test_error', 'test_top5')
+    evals = [r for r in records if r['step'] <= step and r.get(key) is not None]
     metrics: List[Metric] = []
-    steps = {'final': raw.get('final_step'), 'best during training': raw.get('best_step')}
-    for key, topk, which in (('final_test_error', 1, 'final'), ('best_test_error', 1, 'best during training'),
-                             ('final_test_error_top5', 5, 'final'),
-                             ('best_test_error_top5', 5, 'best during training')):
-        if raw.get(key) is not None:
-            try:
-                value = float(raw[key])
-            except (TypeError, ValueError):
-                raise ValueError(f'{path}: {key}={raw[key]!r} is not a number.') from None
-            if not 0. <= value <= 100.:
-                raise ValueError(f'{path}: {key}={value} is not a percentage in [0, 100].')
-            step = steps[which] if isinstance(steps[which], int) else None
-            # train-cifar's final evaluation is of the summary's checkpoint; its best only if at that step
-            ours = which == 'final' or (step is not None and step == steps['final'])
-            metrics.append(Metric('error', value, topk, which, step=step, of_these_weights=ours))
+    if evals:
+        for which, r in (('final', evals[-1]), ('best during training', min(evals, key=lambda r: r[key]))):
+            metrics.append(Metric('error', float(r[key]), 1, which, step=r['step'], of_these_weights=r['step'] == step))
+            if r.get(top5) is not None:
+                metrics.append(Metric('accuracy', float(r[top5]), 5, which, step=r['step'],
+                                      of_these_weights=r['step'] == step))
     metrics = merge_same_point(metrics)
-    errors = [m.value for m in metrics if m.topk == 1]
-    if errors and max(errors) < 1.:
-        raise ValueError(f'{path}: test errors {errors} look like fractions; the summary must give percent '
-                         f'(6.38 for 6.38 %).')
+    starts = [s for s in record['starts'] if s['step'] < step] or record['starts'][:1]
+    start = starts[-1] if starts else {}
+    epochs = step * cfg['batch_size'] / record['data']['train_images']
+    training = train_cifar_record(cfg, step, epochs, start.get('argv'), status, resumed=start.get('step', 0) > 0)
+    training.eval_split, training.eval_images = 'test', record['data']['test_images']
     details: Dict[str, Any] = {}
-    if isinstance(raw.get('wall_time_s'), (int, float)):
-        details['training wall time'] = f'{raw["wall_time_s"]:,.0f} s'
-    if raw.get('device'):
-        details['training device'] = raw['device']
-    training = train_cifar_record(raw.get('config') or {}, raw.get('steps'), raw.get('epochs'), raw.get('argv'),
-                                  raw.get('status'), bool(raw.get('resumed_from')))
-    if metrics:  # train-cifar's *_test_error keys are measured on the test split of its data
-        training.eval_split = 'test'
-        training.eval_images = raw.get('test_images')
-    return TrainingSummary(metrics, details, training, raw)
+    at_step = next((r for r in records if r['step'] == step), None)
+    if at_step is not None and isinstance(at_step.get('wall_time_s'), (int, float)):
+        details['training wall time'] = f'{at_step["wall_time_s"]:,.0f} s'
+    if start.get('device'):
+        details['training device'] = start['device']
+    return TrainingSummary(metrics, details, training, {})
 
 
 def merge_same_point(metrics: List[Metric]) -> List[Metric]:
@@ -160,7 +149,7 @@ def train_cifar_record(config: Dict[str, Any], steps: Optional[int] = None, epoc
                        argv: Optional[Sequence[str]] = None, status: Optional[str] = None,
                        resumed: bool = False) -> TrainingRecord:
     """The :class:`TrainingRecord` of a ``train-cifar`` run from its record (``config``, steps done, command
-    line: a checkpoint's ``run.json`` or the run's ``summary.json``)."""
+    line of the process that trained up to them)."""
     import shlex
     from timm_identity.train.recipes import RECIPES
     record = TrainingRecord()

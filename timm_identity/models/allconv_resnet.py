@@ -12,20 +12,23 @@ parameters): ResNet-34's stages (3, 4, 6, 3 blocks at 64, 128, 256, 512 channels
 replaced by a stride-2 first block, plus a fifth stage of 3 blocks at 512 channels and stride 1
 (35,251,392 conv weights, 1.3 % under 35.7M). See MODEL_CARD.md for every choice the paper leaves open.
 
-Pretrained tags are generated from the ``config.json`` files in ``hub_configs/`` (:mod:`timm_identity.pretrained.tags`).
+The pretrained tags' cfgs are ``default_cfgs`` below; where ``pretrained=True`` finds their weights, and how it
+checks them: :mod:`timm_identity.pretrained.tags`.
 """
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import SelectAdaptivePool2d, get_norm_layer, register_notrace_function
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 
+from ..data.cifar import CIFAR10_CLASSES, CIFAR100_CLASSES
+from ..pretrained.tags import check_after_load, hub_repo_id, resolve_pretrained, weights_unreachable_error
 from ..timm_private import feature_take_indices, update_model_args  # update_model_args: args for save_for_hf
 from .fixed_projection import HEAD_TYPES, create_classifier
 from .residual_block import AllConvResidualBlock, init_conv_
-from ..pretrained.tags import check_after_load, check_before_load, load_hub_configs, weights_unreachable_error
 
 __all__ = ['AllConvResNet', 'ARCH_DEFAULTS', 'check_input']
 
@@ -306,8 +309,10 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: AllConvResN
 
 def _create_allconv_resnet(variant: str, pretrained: bool = False, **kwargs) -> AllConvResNet:
     model_args = {**ARCH_DEFAULTS[variant], **kwargs}
-    if pretrained:
-        name, cfg = check_before_load(variant, kwargs)
+    source = None
+    if pretrained:  # where the weights come from, checked against their record (timm_identity.pretrained.tags)
+        source = resolve_pretrained(variant, kwargs)
+        model_args['pretrained_cfg_overlay'] = source.overlay
     try:
         model = build_model_with_cfg(
             AllConvResNet, variant, pretrained,
@@ -318,26 +323,56 @@ def _create_allconv_resnet(variant: str, pretrained: bool = False, **kwargs) -> 
     except Exception as e:
         # huggingface_hub's "not found / offline / no connection" errors (all OSError or EntryNotFoundError)
         from huggingface_hub.errors import EntryNotFoundError
-        if pretrained and isinstance(e, (OSError, EntryNotFoundError)) and not isinstance(e, PermissionError):
-            error = weights_unreachable_error(variant, kwargs, e)
+        if source is not None and isinstance(e, (OSError, EntryNotFoundError)) and not isinstance(e, PermissionError):
+            error = weights_unreachable_error(source, e)
             if error is not None:
                 raise error from e
         raise
-    if pretrained:
-        check_after_load(name, cfg)
+    if source is not None:
+        check_after_load(source)
     return model
 
 
 def _cfg(**kwargs) -> Dict[str, Any]:
+    """A pretrained cfg of the CIFAR models (32x32, CIFAR-10's classes and mean/std) with ``kwargs`` replacing any."""
     return {
-        'url': '', 'num_classes': 10, 'input_size': (3, 32, 32), 'pool_size': (8, 8),
-        'crop_pct': 1.0, 'interpolation': 'bilinear', 'mean': (0.4914, 0.4822, 0.4465),
-        'std': (0.2470, 0.2435, 0.2616), 'first_conv': 'stem', 'classifier': 'fc', 'license': 'apache-2.0',
+        'url': '', 'num_classes': 10, 'label_names': CIFAR10_CLASSES, 'input_size': (3, 32, 32), 'pool_size': (8, 8),
+        'crop_pct': 1.0, 'interpolation': 'bilinear', 'mean': (0.4914, 0.4822, 0.4465), 'std': (0.247, 0.2435, 0.2616),
+        'first_conv': 'stem', 'classifier': 'fc', 'license': 'apache-2.0',
+        'paper_ids': 'arXiv:1611.04231', 'paper_name': 'Identity Matters in Deep Learning',
         **kwargs,
     }
 
 
-default_cfgs = generate_default_cfgs({name: _cfg(**cfg) for name, cfg in load_hub_configs().items()})
+# A tag with `hf_hub_id` ships weights (timm lists it as pretrained): the package has them in
+# hub_configs/<arch>.<tag>/model.safetensors, recorded in the config.json beside them (the Hub repo's own form,
+# whose pretrained_cfg is this one: tests/test_shipped_weights.py), and its Hub repo is hub_repo_id(tag). The
+# others are planned: creatable by name, `pretrained=True` on them is a clear error until weights are exported.
+default_cfgs = generate_default_cfgs({
+    'allconv_resnet_cifar.cifar10': _cfg(
+        description="Table 1 all-conv residual net trained on CIFAR-10 with the paper's recipe."),
+    'allconv_resnet_cifar.cifar100': _cfg(
+        num_classes=100, label_names=CIFAR100_CLASSES,
+        mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762),
+        description="Table 1 all-conv residual net trained on CIFAR-100 (fine labels) with the paper's recipe."),
+    'allconv_resnet_cifar_w16_d3.cifar10': _cfg(
+        hf_hub_id=hub_repo_id('allconv_resnet_cifar_w16_d3.cifar10'),
+        mean=(0.4913996786199794, 0.48215840840152385, 0.44653091445986),  # the training set's, measured
+        std=(0.24703223245077033, 0.243485128001932, 0.2615878417312586),
+        description='allconv_resnet_cifar_w16_d3 (timm-identity) trained on CIFAR-10 with timm-identity train-cifar; '
+                    '36,000 optimizer steps of 36,000 planned (92.16 epochs).'),
+    'allconv_resnet_cifar_w16_d3.cifar100': _cfg(
+        hf_hub_id=hub_repo_id('allconv_resnet_cifar_w16_d3.cifar100'),
+        num_classes=100, label_names=CIFAR100_CLASSES,
+        mean=(0.5070751592421798, 0.4865488733235422, 0.44091784338387335),  # the training set's, measured
+        std=(0.2673342858768462, 0.25643846292681316, 0.2761504713242233),
+        description='allconv_resnet_cifar_w16_d3 (timm-identity) trained on CIFAR-100 with timm-identity train-cifar; '
+                    '36,000 optimizer steps of 36,000 planned (92.16 epochs).'),
+    'allconv_resnet_imagenet.in1k': _cfg(
+        num_classes=1000, label_names=None, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
+        mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
+        description='All-conv ResNet-34 variant for ImageNet-1k (weights not yet trained by this project).'),
+})
 
 
 @register_model

@@ -1,3 +1,4 @@
-"""The pretrained tags: their registry (``tags``: one ``hub_configs/<arch>.<tag>/`` folder each, and the checks
-``pretrained=True`` makes) and the record of their weights (``weights_record``: ``weights.json``)."""
-from .tags import hub_configs_root, load_hub_configs, recorded_test_results  # noqa: F401
+"""The pretrained tags' weights (``tags``): where ``pretrained=True`` finds them (``hub_configs/<arch>.<tag>/``, or
+the tag's Hub repo) and the checks it makes against their record. The tags' cfgs are code:
+:mod:`timm_identity.models.allconv_resnet`."""
+from .tags import hub_configs_root, hub_repo_id, recorded_test_results  # noqa: F401

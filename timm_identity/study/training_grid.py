@@ -20,6 +20,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from ..integrity import DamagedFileError
 from ..train.cifar_trainer import NonFiniteLossError, train
+from ..train.run_record import RunRecordError, read_run_record
 from .variants import model_kwargs
 
 __all__ = ['run_settings', 'run_grid', 'grid_row']
@@ -40,17 +41,20 @@ def run_settings(variant: str, blocks_per_stage: int, widths: Sequence[int], ste
 _NOT_COMPUTED = ('progress', 'plot', 'checkpoint_every', 'keep_checkpoints')
 
 
-def _same_settings(summary: Dict[str, Any], settings: Dict[str, Any]) -> bool:
-    cfg = json.loads(json.dumps(summary.get('config', {})))
+def _same_settings(run_dir: Path, settings: Dict[str, Any]) -> bool:
+    """Whether the run in ``run_dir`` (its record) was made with ``settings``."""
+    try:
+        record = read_run_record(run_dir)
+    except RunRecordError:
+        return False
+    cfg = json.loads(json.dumps(record['config'])) if record else {}
     wanted = json.loads(json.dumps(settings))
-    return all(cfg.get(k) == v for k, v in wanted.items() if k not in _NOT_COMPUTED)
+    return bool(record) and all(cfg.get(k) == v for k, v in wanted.items() if k not in _NOT_COMPUTED)
 
 
 def _resumable(run_dir: Path, settings: Dict[str, Any]) -> bool:
     """An unfinished run of the same settings with a checkpoint to continue from."""
-    config = run_dir / 'run_config.json'
-    return ((run_dir / 'checkpoints' / 'latest').is_file() and config.is_file()
-            and _same_settings({'config': json.loads(config.read_text())}, settings))
+    return (run_dir / 'checkpoints' / 'latest').is_file() and _same_settings(run_dir, settings)
 
 
 def _first_nonfinite_step(summary: Dict[str, Any]) -> Optional[int]:
@@ -71,7 +75,7 @@ def grid_row(variant: str, blocks: int, summary: Dict[str, Any], run_dir: Path) 
         'final_test_error': None if diverged else summary['final_test_error'],
         'best_test_error': summary['best_test_error'],
         'final_train_loss': records[-1]['loss'] if records else None,
-        'test_images': summary['test_images'], 'wall_time_s': summary['wall_time_s'],
+        'test_images': read_run_record(run_dir)['data']['test_images'], 'wall_time_s': summary['wall_time_s'],
         'message': summary.get('message', ''),
         'curve': {'step': [r['step'] for r in records], 'loss': [r['loss'] for r in records],
                   'eval_step': [r['step'] for r in records if r.get('test_error') is not None],
@@ -111,7 +115,7 @@ def run_grid(
         summary_path = run_dir / 'summary.json'
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
         if not (summary and summary.get('status') in ('completed', 'nonfinite_loss')
-                and _same_settings(summary, settings)):
+                and _same_settings(run_dir, settings)):
             resume = _resumable(run_dir, settings)
             if not resume and run_dir.exists():  # a run of other settings, or one with nothing to resume from
                 shutil.rmtree(run_dir)

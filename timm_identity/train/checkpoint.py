@@ -1,25 +1,26 @@
 """Training checkpoints: safetensors weights + a Hub-format config, and the training state beside them.
 
-Layout of a run folder::
+Layout of a run folder (the run's own record, log and summary: :mod:`.run_record`)::
 
     RUN/checkpoints/step_00002000/model.safetensors   every tensor of model.state_dict(), including
                                                       the fixed projection head (a buffer)
-    RUN/checkpoints/step_00002000/config.json         timm's Hub config (architecture, model_args,
-                                                      pretrained_cfg with the run's mean/std), so the
-                                                      folder loads with timm.create_model('local-dir:...')
-    RUN/checkpoints/step_00002000/run.json            the run record as of this step (settings, test error
-                                                      of these weights and the best so far, length, speed,
-                                                      command line): what export reads for the model card
+    RUN/checkpoints/step_00002000/model_ema.safetensors  with --model-ema: the EMA of the weights
+    RUN/checkpoints/step_00002000/config.json         timm's Hub config (architecture, model_args, label
+                                                      names, pretrained_cfg with the run's mean/std), so the
+                                                      folder loads with timm.create_model('local-dir:...'),
+                                                      plus "run": {"id", "step"} (the run record it belongs
+                                                      to) and "files" (size and sha256 of the files beside it)
     RUN/checkpoints/step_00002000/train_state.pt      step, optimizer, scheduler, data generator and
-                                                      permutation, RNG states, best error, config
+                                                      permutation, RNG state, wall time
                                                       (plain tensors/containers: torch.load weights_only)
     RUN/checkpoints/latest                            the name of the newest complete checkpoint
 
 Every checkpoint is written into a temporary folder that is renamed into place when complete, and
 ``latest`` is replaced atomically afterwards, so a run killed at any moment leaves the previous
-checkpoint intact and ``latest`` never names a partial one. ``config.json`` also records the size and
-sha256 of ``model.safetensors`` and ``train_state.pt`` (:mod:`timm_identity.integrity`); loading checks
-them, and a damaged checkpoint is a one-line error that names the file and the newest intact checkpoint.
+checkpoint intact and ``latest`` never names a partial one (a temporary folder left by a killed process is
+removed when the run next starts: :func:`remove_partial_checkpoints`). ``config.json`` records the size and
+sha256 of the weights and ``train_state.pt`` (:mod:`timm_identity.integrity`); loading checks them, and a
+damaged checkpoint is a one-line error that names the file and the newest intact checkpoint.
 """
 from __future__ import annotations
 
@@ -34,12 +35,12 @@ from safetensors.torch import load_file, save_file
 
 from ..atomic_io import atomic_write_text, set_new_file_mode
 from ..integrity import (
-    DamagedFileError, check_recorded, check_weights_file, first_line, record_files, torch_load_checked,
+    FILES_KEY, DamagedFileError, check_recorded, check_weights_file, first_line, record_files, torch_load_checked,
 )
 
 __all__ = [
-    'MODEL_FILE', 'CONFIG_FILE', 'STATE_FILE', 'RUN_FILE', 'atomic_write_text', 'checkpoint_path', 'save_checkpoint',
-    'resolve_checkpoint',
+    'MODEL_FILE', 'EMA_FILE', 'CONFIG_FILE', 'STATE_FILE', 'atomic_write_text', 'checkpoint_path', 'save_checkpoint',
+    'resolve_checkpoint', 'remove_partial_checkpoints', 'recorded_weights_sha256',
     'load_train_state', 'load_model_weights', 'model_state_for_save', 'state_dict_mismatch', 'check_checkpoint',
     'newest_intact_checkpoint', 'resume_hint', 'hub_config_writer',
 ]
@@ -47,7 +48,7 @@ __all__ = [
 MODEL_FILE = 'model.safetensors'
 CONFIG_FILE = 'config.json'
 STATE_FILE = 'train_state.pt'
-RUN_FILE = 'run.json'
+EMA_FILE = 'model_ema.safetensors'
 LATEST = 'latest'
 
 PathLike = Union[str, os.PathLike]
@@ -75,13 +76,13 @@ def save_checkpoint(
         model: torch.nn.Module,
         train_state: Dict[str, Any],
         write_config,
-        run_record: Optional[Dict[str, Any]] = None,
+        ema_model: Optional[torch.nn.Module] = None,
         keep: int = 2,
 ) -> Path:
     """Write checkpoint ``step`` atomically, point ``latest`` at it, and keep the newest ``keep``.
 
-    ``write_config(path)`` writes the Hub-format ``config.json`` (see ``save_config_for_hf``); ``run_record``
-    (JSON) becomes ``run.json``. Returns the checkpoint folder.
+    ``write_config(path)`` writes the Hub-format ``config.json`` (:func:`hub_config_writer`); ``ema_model`` (the
+    EMA of the weights) becomes ``model_ema.safetensors``. Returns the checkpoint folder.
     """
     final = checkpoint_path(run_dir, step)
     root, name = final.parent, final.name
@@ -91,14 +92,16 @@ def save_checkpoint(
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        save_file(model_state_for_save(model), str(tmp / MODEL_FILE), metadata={'format': 'pt', 'step': str(step)})
+        save_file(model_state_for_save(model), str(tmp / MODEL_FILE), metadata={'format': 'pt'})
         write_config(tmp / CONFIG_FILE)
         torch.save(train_state, tmp / STATE_FILE)
-        written = [MODEL_FILE, CONFIG_FILE, STATE_FILE]
-        if run_record is not None:
-            (tmp / RUN_FILE).write_text(json.dumps(run_record, indent=2) + '\n')
-            written.append(RUN_FILE)
-        record_files(tmp, (MODEL_FILE, STATE_FILE))
+        weights = [MODEL_FILE, STATE_FILE]
+        if ema_model is not None:
+            save_file(model_state_for_save(ema_model), str(tmp / EMA_FILE),
+                      metadata={'format': 'pt'})
+            weights.append(EMA_FILE)
+        written = [*weights, CONFIG_FILE]
+        record_files(tmp, weights)
         for f in written:
             set_new_file_mode(tmp / f)  # save_file writes 0o600
             _fsync_file(tmp / f)
@@ -122,6 +125,25 @@ def save_checkpoint(
             if old.name != name:
                 shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def remove_partial_checkpoints(run_dir: PathLike) -> None:
+    """Remove the temporary folders a process killed while writing a checkpoint left in ``RUN/checkpoints``
+    (call only while holding the run folder's lock: no other process is writing one)."""
+    root = Path(run_dir) / 'checkpoints'
+    if root.is_dir():
+        for leftover in root.iterdir():
+            if leftover.is_dir() and leftover.name.startswith(('.tmp-step_', '.old-step_')):
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def recorded_weights_sha256(ckpt_dir: PathLike) -> Optional[str]:
+    """The sha256 that a checkpoint's ``config.json`` records for its ``model.safetensors`` (None if none)."""
+    try:
+        config = json.loads((Path(ckpt_dir) / CONFIG_FILE).read_text())
+        return config[FILES_KEY][MODEL_FILE]['sha256']
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _is_checkpoint(path: Path) -> bool:
@@ -220,22 +242,19 @@ def load_model_weights(model: torch.nn.Module, path: PathLike) -> None:
     model.load_state_dict(state)
 
 
-def hub_config_writer(model, cfg: Dict[str, Any], mean, std, classes, step: int):
-    """``write(path)``: the checkpoint's timm ``config.json`` (Hub form: label names, the run's mean/std, a tag
-    and description naming the run), as :func:`save_checkpoint` takes it."""
+def hub_config_writer(model, run_id: str, mean, std, classes, step: int):
+    """``write(path)``: the checkpoint's timm ``config.json`` (Hub form: architecture, model arguments, label names,
+    the run's mean/std) and the run it belongs to (``"run": {"id", "step"}``: the run's facts are in its record,
+    :mod:`.run_record`), as :func:`save_checkpoint` takes it."""
     from ..timm_private import save_config_for_hf
 
     def write(path):
         save_config_for_hf(
-            model, str(path),
-            model_config={
-                'label_names': list(classes),
-                'pretrained_cfg': {
-                    'tag': f"{cfg['dataset']}_{cfg['recipe']}",
-                    'description': f"timm-identity train-cifar checkpoint: {cfg['dataset']}, recipe "
-                                   f"{cfg['recipe']}, step {step} of {cfg['steps']}.",
-                },
-            },
-            data_config={'mean': tuple(mean), 'std': tuple(std)},
-        )
+            model, str(path), data_config={'mean': tuple(mean), 'std': tuple(std)},
+            model_config={'label_names': list(classes), 'pretrained_cfg': {  # not the tag the model was built from
+                'tag': 'train_cifar_checkpoint',
+                'description': f'timm-identity train-cifar checkpoint: run {run_id[:12]}, step {step}.'}})
+        config = json.loads(Path(path).read_text())
+        config['run'] = {'id': run_id, 'step': step}
+        Path(path).write_text(json.dumps(config, indent=2) + '\n')
     return write

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
+from ..atomic_io import atomic_write_text
 from ..cli_args import finite_float, positive_float, positive_int
 from ..model_kwargs import parse_model_kwargs
 from .cifar_trainer import NonFiniteLossError, train
@@ -21,6 +24,32 @@ __all__ = ['add_parser']
 def add_parser(subparsers) -> None:
     _add_train_parser(subparsers)
     _add_evaluate_parser(subparsers)
+    _add_upgrade_parser(subparsers)
+
+
+def _add_upgrade_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        'upgrade-run', help='convert a train-cifar run folder of the earlier layout (run_config.json) to this one',
+        description='Convert a train-cifar run folder written by an earlier version (run_config.json, a run.json '
+                    'in every checkpoint) to this version\'s layout (one run.json per run, checkpoints naming it), '
+                    'so that export and --resume take it. The run\'s data are read again: the training set must be '
+                    'the run\'s, and the test set\'s fingerprint is recorded.')
+    p.add_argument('run_dir', metavar='RUN', help='the run folder')
+    p.add_argument('--data-dir', required=True, help='the official CIFAR archives the run was trained on')
+    p.add_argument('--no-verify-md5', dest='verify_md5', action='store_false')
+    p.set_defaults(func=_run_upgrade)
+    return p
+
+
+def _run_upgrade(args: argparse.Namespace) -> int:
+    from .upgrade import upgrade_run
+    try:
+        path = upgrade_run(Path(args.run_dir), args.data_dir, args.verify_md5)
+    except (ValueError, OSError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    print(f'upgraded: {path}')
+    return 0
 
 
 def _add_train_parser(subparsers) -> argparse.ArgumentParser:
@@ -78,10 +107,23 @@ def _add_train_parser(subparsers) -> argparse.ArgumentParser:
                    help="clip gradients before each update (off by default): total norm X ('norm'), each value to "
                         "+-X ('value'), or NFNet's adaptive clipping with ratio X ('agc', classifier left out)")
     g.add_argument('--clip-mode', choices=CLIP_MODES, help="with --clip-grad (default 'norm')")
-    g = p.add_argument_group('run')
+    g.add_argument('--model-ema', action=argparse.BooleanOptionalAction, default=None,
+                   help="keep timm's ModelEmaV3 of the weights (off by default): evaluated beside them, checkpointed "
+                        "(model_ema.safetensors) and what export takes by default")
+    g.add_argument('--model-ema-decay', type=float, metavar='D',
+                   help='the EMA decay, reached after a warmup of min(D, 1 - (1 + t)^(-2/3)) at update t '
+                        '(default 0.9998)')
+    _add_run_flags(p.add_argument_group('run'))
+    p.set_defaults(func=_run_train)
+    return p
+
+
+def _add_run_flags(g) -> None:
+    """The flags of how a run runs (where, on what, how often it logs and saves), not what it computes."""
     g.add_argument('--seed', type=int, help='model init and data order (default 0)')
     g.add_argument('--out-dir', help='run folder (default runs/train-cifar-<dataset>-<recipe>-<time>)')
-    g.add_argument('--resume', metavar='PATH', help='continue a run: its folder or one checkpoint folder')
+    g.add_argument('--resume', metavar='PATH', help='continue a run, in its own folder: the run folder (its newest '
+                                                 'checkpoint) or one of its checkpoint folders')
     g.add_argument('--log-every', type=int, help='log record every N steps (default 100)')
     g.add_argument('--checkpoint-every', type=int, help='default: at every evaluation')
     g.add_argument('--keep-checkpoints', type=int, help='newest checkpoints kept (default 2; 0 keeps all)')
@@ -96,8 +138,6 @@ def _add_train_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument('--time-limit', type=float, metavar='MINUTES',
                    help='stop after this much wall time at the next step: evaluate, checkpoint, write the summary '
                         '(status "time_limit") and exit 0; --resume continues (for machines rented by the minute)')
-    p.set_defaults(func=_run_train)
-    return p
 
 
 CONFIG_EPILOG = """\
@@ -169,10 +209,10 @@ def _run_train(args: argparse.Namespace) -> int:
         where = f' ({e.filename})' if isinstance(e, OSError) and e.filename and str(e.filename) not in str(e) else ''
         print(f'error: {e}{where}', file=sys.stderr)
         return 2
-    keys = ('status', 'steps', 'final_test_error', 'best_test_error', 'best_step', 'wall_time_s',
-            'images_per_s_median', 'device')
-    print(json.dumps({k: summary[k] for k in keys}, indent=2))
-    print(f"run folder: {summary['config']['out_dir']}", file=sys.stderr)
+    keys = ('status', 'steps', 'final_test_error', 'best_test_error', 'best_step', 'final_ema_test_error',
+            'best_ema_test_error', 'best_ema_step', 'wall_time_s', 'images_per_s_median')
+    print(json.dumps({k: summary[k] for k in keys if k in summary}, indent=2))
+    print(f"run folder: {summary['run_dir']}", file=sys.stderr)
     return 0
 
 
@@ -205,8 +245,49 @@ def _add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _run_evaluate(args: argparse.Namespace) -> int:
+def _check_output_file(path: Path) -> None:
+    """Before the evaluation: ``--output`` names a file (not a folder) that can be written where it goes (a file
+    is made and removed in its folder, or in the nearest existing folder above it). ValueError if not."""
+    if path.is_dir():
+        raise ValueError(f'--output {path}: is a folder; give the file to write the result JSON to')
+    probe = path.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
     try:
+        if not probe.is_dir():
+            raise NotADirectoryError(20, f'{probe} is not a folder')
+        with tempfile.NamedTemporaryFile(dir=probe, prefix='.write-test-'):
+            pass
+    except OSError as e:
+        raise ValueError(f'--output {path}: cannot write there ({e.strerror or e})') from None
+
+
+def _write_output(path: Path, text: str) -> None:
+    """``text`` at ``path`` through a temporary file renamed into place (folders made as needed); on failure (a
+    full or read-only disk) ValueError naming the file, and neither a partial file nor the temporary one nor a
+    folder made here is left behind."""
+    made = []
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        made.append(folder)
+        folder = folder.parent
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, text)
+    except OSError as e:
+        for folder in made:  # deepest first; only the empty folders this call made
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
+        raise ValueError(f'--output {path}: cannot write it ({e.strerror or e}); nothing was written') from None
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    output = Path(args.output) if args.output else None
+    try:
+        if output is not None:
+            _check_output_file(output)  # before the evaluation, not after it
         result = evaluate_checkpoint(
             args.source, args.data_dir, args.dataset, args.verify_md5, args.model,
             parse_model_kwargs(args.model_kwargs), args.mean, args.std, args.batch_size, args.device, args.amp,
@@ -216,6 +297,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         return 2
     text = json.dumps(result, indent=2)
     print(text)
-    if args.output:
-        Path(args.output).write_text(text + '\n')
+    if output is not None:
+        try:
+            _write_output(output, text + '\n')
+        except ValueError as e:
+            print(f'error: {e}', file=sys.stderr)
+            return 2
     return 0

@@ -7,7 +7,7 @@ computed (:data:`STRICT_KEYS`) is an error.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterable, Optional
 
 from .recipes import RECIPE_KEYS, get_recipe
 from .step import CLIP_MODES
@@ -83,11 +83,18 @@ def resolve_config(overrides: Dict[str, Any], resume_config: Optional[Dict[str, 
         cfg = {**{k: _normalise(v) for k, v in RUNTIME_DEFAULTS.items()}}
         cfg.update({k: _normalise(v) for k, v in get_recipe(overrides.get('recipe', cfg['recipe'])).items()})
         cfg.update(overrides)
-    check_config(cfg)
+    check_config(cfg, given=overrides)
     return cfg
 
 
-def check_config(cfg: Dict[str, Any]) -> None:
+# CIFAR's images are 32x32: a zero padding of 32 or more would let a random crop miss the image entirely
+IMAGE_SIZE = 32
+
+
+def check_config(cfg: Dict[str, Any], given: Iterable[str] = ()) -> None:
+    """Raise ValueError (one line naming the flag) for a setting the run cannot use. ``given``: the settings set
+    explicitly (the command line, a config file) rather than by the recipe: only explicit --decay-steps must lie
+    inside the run (a recipe's decay steps past a shortened --steps simply do not happen)."""
     def flag(key):
         return '--' + key.replace('_', '-')
 
@@ -109,6 +116,10 @@ def check_config(cfg: Dict[str, Any]) -> None:
         raise ValueError(f"--keep-checkpoints must be 0 (keep all) or more, got {cfg['keep_checkpoints']!r}")
     if not (isinstance(cfg['pad'], int) and cfg['pad'] >= 0):
         raise ValueError(f"--pad must be an integer >= 0, got {cfg['pad']!r}")
+    if cfg['pad'] >= IMAGE_SIZE:
+        raise ValueError(f"--pad must be less than the {IMAGE_SIZE}-pixel image size (0 to {IMAGE_SIZE - 1}; the "
+                         f"paper's is 4), got {cfg['pad']!r}: a wider zero padding lets the random crop miss the "
+                         f"image")
     if cfg['time_limit'] is not None:
         number('time_limit', 0, low_open=True)
     number('momentum', 0, 1)
@@ -123,6 +134,9 @@ def check_config(cfg: Dict[str, Any]) -> None:
         number('clip_grad', 0, low_open=True)
     if cfg['clip_mode'] not in CLIP_MODES:
         raise ValueError(f"--clip-mode must be one of {', '.join(map(repr, CLIP_MODES))}, got {cfg['clip_mode']!r}")
+    if not isinstance(cfg['model_ema'], bool):
+        raise ValueError(f"--model-ema is on or off (true/false), got {cfg['model_ema']!r}")
+    number('model_ema_decay', 0, 1, low_open=True)
     if cfg['amp'] not in ('none', 'bf16'):
         raise ValueError(f"amp must be 'none' or 'bf16', got {cfg['amp']!r}")
     if str(cfg['model']).startswith(('local-dir:', 'hf-hub:')):
@@ -136,11 +150,24 @@ def check_config(cfg: Dict[str, Any]) -> None:
         raise ValueError('--freeze-backbone trains the classifier of pretrained weights: pass --init-from too')
     if cfg['dataset'] not in ('cifar10', 'cifar100'):
         raise ValueError(f"dataset must be 'cifar10' or 'cifar100', got {cfg['dataset']!r}")
-    if list(cfg['decay_steps']) != sorted(cfg['decay_steps']):
-        raise ValueError(f"decay_steps must be increasing, got {cfg['decay_steps']}")
+    decay_steps = cfg['decay_steps']
+    if not (isinstance(decay_steps, (list, tuple)) and all(isinstance(m, int) and not isinstance(m, bool)
+                                                            for m in decay_steps)):
+        raise ValueError(f'--decay-steps must be step numbers, got {decay_steps!r}')
+    if any(m < 1 for m in decay_steps):
+        raise ValueError(f"--decay-steps must be positive step numbers (the lr drops after that many updates), got "
+                         f"{' '.join(map(str, decay_steps))}")
+    if list(decay_steps) != sorted(decay_steps):
+        raise ValueError(f"decay_steps must be increasing, got {decay_steps}")
+    if 'decay_steps' in given and decay_steps and decay_steps[-1] >= cfg['steps']:
+        raise ValueError(f"--decay-steps {decay_steps[-1]} is not inside the run of --steps {cfg['steps']} (a decay "
+                         f"at step m applies from update m on; each must be 1 to {cfg['steps'] - 1})")
     if not 0.0 <= cfg['label_smoothing'] < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {cfg['label_smoothing']}")
     if cfg['lr'] <= 0 or cfg['weight_decay'] < 0:
         raise ValueError(f"lr must be > 0 and weight_decay >= 0, got {cfg['lr']}, {cfg['weight_decay']}")
-    if cfg['warmup_steps'] < 0 or (cfg['sched'] == 'cosine' and cfg['warmup_steps'] >= cfg['steps']):
-        raise ValueError(f"warmup_steps must be >= 0 (and < steps for cosine), got {cfg['warmup_steps']}")
+    if not (isinstance(cfg['warmup_steps'], int) and cfg['warmup_steps'] >= 0):
+        raise ValueError(f"--warmup-steps must be an integer >= 0, got {cfg['warmup_steps']!r}")
+    if cfg['warmup_steps'] >= cfg['steps']:
+        raise ValueError(f"--warmup-steps {cfg['warmup_steps']} must be less than --steps {cfg['steps']}: the warmup "
+                         f"would be the whole run (the {cfg['sched']} schedule would never start)")

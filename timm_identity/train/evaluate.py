@@ -16,22 +16,17 @@ readable safetensors header): a damaged file is a one-line error naming it.
 """
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..integrity import DamagedFileError, check_weights_file, first_line
-from .checkpoint import MODEL_FILE, load_model_weights, resolve_checkpoint
+from ..integrity import DamagedFileError, first_line
+from .checkpoint import load_model_weights
 from .device import autocast, device_name, resolve_device, software_versions
 from .device_data import iterate_eval_batches
-
-# what makes a SOURCE that does not exist a path (a missing file) rather than a timm name
-_FILE_SUFFIXES = ('.safetensors', '.pth', '.pt', '.bin', '.tar', '.json')
 
 __all__ = ['evaluate_model', 'load_for_eval', 'evaluate_checkpoint']
 
@@ -73,78 +68,49 @@ def evaluate_model(
 
 def load_for_eval(source: str, model_name: Optional[str] = None, model_kwargs: Optional[Dict[str, Any]] = None,
                   num_classes: Optional[int] = None) -> torch.nn.Module:
-    """The model with the weights of ``source`` (see the module docstring for what ``source`` may be)."""
+    """The model with the weights of ``source`` (resolved by :func:`timm_identity.sources.resolve_source`: a timm
+    name, a Hub-form or checkpoint folder, a run folder, or a bare ``.safetensors`` file with ``model_name``)."""
     import timm
     import timm_identity  # noqa: F401
-    path = Path(source)
-    if not path.exists() and ':' not in source and (
-            '/' in source or os.sep in source or source.startswith(('.', '~')) or path.suffix in _FILE_SUFFIXES):
-        raise FileNotFoundError(f'{source}: no such file or folder')
-    for name in (model_name, None if path.exists() or ':' in source else source.split('.', 1)[0]):
-        if name and not timm.is_model(name):
-            raise ValueError(f'unknown model {name!r}' + ('' if name == model_name else f' and no file or folder '
-                             f'{source!r}') + f' (timm models from timm_identity: {timm.list_models("allconv*")})')
-    if source.startswith('local-dir:'):
-        path = Path(source[len('local-dir:'):])
-    if path.exists():
-        if path.is_dir() and not (path / MODEL_FILE).is_file():
-            path = resolve_checkpoint(path)  # a run folder
-        if path.is_dir():
-            if not (path / MODEL_FILE).is_file():
-                raise FileNotFoundError(f'{path}: no {MODEL_FILE} here')
-            check_weights_file(path / MODEL_FILE)
-            try:
-                return timm.create_model(f'local-dir:{path.resolve()}', pretrained=True)
-            except (RuntimeError, ValueError, OSError) as e:  # config.json and weights that do not fit, ...
-                raise ValueError(f'{path}: timm cannot load it ({first_line(e)})') from None
-        if path.suffix != '.safetensors':
-            raise ValueError(f'{path}: expected a folder or a .safetensors file')
-        if not model_name:
-            raise ValueError(f'{path} is a bare weights file: say which network it is with --model '
-                             f'(and --model-kwargs if it is not the default architecture)')
-        kwargs = dict(model_kwargs or {})
-        if num_classes is not None:
-            kwargs.setdefault('num_classes', num_classes)
-        try:
-            model = timm.create_model(model_name, **kwargs)
-        except (RuntimeError, TypeError, ValueError) as e:
-            raise ValueError(f'cannot build --model {model_name} with --model-kwargs {model_kwargs or {}}: '
-                             f'{e}') from None
-        try:
-            load_model_weights(model, path)
-        except DamagedFileError:
-            raise
-        except ValueError as e:  # another architecture
-            raise ValueError(f'{e}: pass the --model and --model-kwargs it was trained with (now --model '
-                             f'{model_name}, --model-kwargs {model_kwargs or {}})') from None
-        return model
-    if ':' in source or '.' in source:
-        _check_hf_cache(source)
-        try:
+    from timm_identity.sources import resolve_source
+    if model_name and not timm.is_model(model_name):
+        raise ValueError(f'unknown model {model_name!r} (timm models from timm_identity: '
+                         f'{timm.list_models("allconv*")})')
+    src = resolve_source(source).require('name', 'folder', 'checkpoint', 'file', what='evaluate')
+    if src.kind == 'name':
+        try:  # the weights are checked against their record by the model's own pretrained=True
             return timm.create_model(source, pretrained=True)
         except RuntimeError as e:  # weights not reachable: the message says which repo and what to do
             raise ValueError(str(e)) from e
-    raise FileNotFoundError(f'{source}: no such file or folder (and not a hf-hub:/local-dir:/<model>.<tag> name)')
-
-
-def _check_hf_cache(name: str) -> None:
-    """The weights of a ``hf-hub:`` / ``<model>.<tag>`` name that are already in the local HF cache (put there
-    by ``export --to-hf-cache`` or a download), checked like a folder's before timm loads them."""
-    import timm
-    from timm_identity.pretrained.weights_record import cached_weights
-    if name.startswith('hf-hub:'):
-        repo_id = name[len('hf-hub:'):]
-    else:
+    assert src.weights is not None
+    if src.timm_name is not None:  # the weights are checked against their record by the model's pretrained=True
         try:
-            cfg = timm.models.get_pretrained_cfg(name) if not name.startswith('local-dir:') else None
-        except RuntimeError:  # no such tag: timm.create_model says so
-            cfg = None
-        repo_id = getattr(cfg, 'hf_hub_id', None)
-    if repo_id:
-        repo_id, _, revision = repo_id.partition('@')
-        cached = cached_weights(repo_id, MODEL_FILE, revision=revision or None)
-        if cached is not None:
-            check_weights_file(cached)
+            return timm.create_model(src.timm_name, pretrained=True)
+        except DamagedFileError:
+            raise
+        except (RuntimeError, ValueError, OSError) as e:  # config.json and weights that do not fit, ...
+            raise ValueError(f'{src.folder}: timm cannot load it ({first_line(e)})') from None
+    if src.weights.suffix != '.safetensors':
+        raise ValueError(f'{src.weights}: expected a folder or a .safetensors file')
+    if not model_name:
+        raise ValueError(f'{src.weights} is a bare weights file: say which network it is with --model '
+                         f'(and --model-kwargs if it is not the default architecture)')
+    kwargs = dict(model_kwargs or {})
+    if num_classes is not None:
+        kwargs.setdefault('num_classes', num_classes)
+    try:
+        model = timm.create_model(model_name, **kwargs)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ValueError(f'cannot build --model {model_name} with --model-kwargs {model_kwargs or {}}: '
+                         f'{e}') from None
+    try:
+        load_model_weights(model, src.weights)
+    except DamagedFileError:
+        raise
+    except ValueError as e:  # another architecture
+        raise ValueError(f'{e}: pass the --model and --model-kwargs it was trained with (now --model '
+                         f'{model_name}, --model-kwargs {model_kwargs or {}})') from None
+    return model
 
 
 def evaluate_checkpoint(
