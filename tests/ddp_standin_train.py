@@ -107,7 +107,8 @@ def main():
     wrapper = None if args.no_ddp else _train(args, model, device)
     seen = _validate(args, model, device)
     os.makedirs(args.output, exist_ok=True)
-    utils.get_outdir(args.output, 'run')  # train.py's call that creates its run folder
+    if args.rank == 0:  # train.py's call that creates its run folder, made by the primary process only (as there:
+        utils.get_outdir(args.output, 'run')  # timm's get_outdir is not safe for two processes at once)
     if not args.no_ddp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()},
                   os.path.join(args.output, f'rank{args.rank}.safetensors'))

@@ -30,7 +30,8 @@ def test_every_step_runs_on_cpu(tmp_path, tiny_cifar):
     assert status == {'train': 'ok', 'evaluate': 'ok', 'export': 'ok', 'reload': 'ok', 'shards': 'ok',
                       'train.py': 'ok' if train_py else 'skipped', 'benchmark': 'ok'}
     summary = json.loads((out / 'train' / 'summary.json').read_text())
-    assert (summary['amp'], summary['channels_last'], summary['compile'], summary['steps']) == ('bf16', True, True, 4)
+    cfg = json.loads((out / 'train' / 'run.json').read_text())['config']
+    assert (cfg['amp'], cfg['channels_last'], cfg['compile'], summary['steps']) == ('bf16', True, True, 4)
     assert result['test_images'] == 20 and result['device_name'].startswith('cpu (')
     assert 'reloaded' in (out / 'reload.log').read_text()
     [bench] = result['train_step']

@@ -4,6 +4,6 @@
 - ``export``: training checkpoint -> folder in Hub-repo form (timm ``save_for_hf`` + model card).
 - ``publish``: that folder -> a Hub model repo (safetensors only; ``--dry-run``).
 - ``model_card``: README.md = Hub metadata + per-model section + the common MODEL_CARD.md.
-- ``training_sources``: what a run records (train-cifar summary.json, timm train.py summary.csv + args.yaml).
+- ``training_sources``: what a run records (a train-cifar run's record and log, timm train.py summary.csv + args.yaml).
 - ``cache``: put an exported folder into the local HF cache (offline ``pretrained=True``).
 """

@@ -1,7 +1,7 @@
 """What a checkpoint holds, for ``timm-identity export``: its weights, the model it is, and what its training run
 records about them, each fact read from the one place that holds it.
 
-The SOURCE is resolved by :func:`timm_identity.sources.resolve_source`; export takes:
+The SOURCE is resolved by :func:`timm_identity.train.sources.resolve_source`; export takes:
 
 - a ``train-cifar`` checkpoint (or run folder: its newest checkpoint). The model (architecture, model arguments,
   label names, mean/std) is its ``config.json``; the weights its ``model.safetensors``, or with ``--model-ema`` runs
@@ -31,7 +31,7 @@ import torch
 from timm.models import load_state_dict
 
 from ..integrity import DamagedFileError, check_weights_file, first_line, sha256_file, torch_load_checked
-from ..sources import TIMM_BEST, Source
+from ..train.sources import TIMM_BEST, Source
 from ..train.checkpoint import CONFIG_FILE, EMA_FILE, MODEL_FILE
 from ..train.run_record import RunRecordError, log_records, run_of_checkpoint
 from .training_sources import Metric, TrainingRecord, TrainingSummary, read_timm_summary, train_cifar_source

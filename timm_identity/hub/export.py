@@ -31,7 +31,7 @@ from ..atomic_io import raise_on_termination, set_new_file_mode
 from ..integrity import first_line, record_files
 from ..pretrained.tags import hub_repo_id
 from ..train.checkpoint import state_dict_mismatch
-from ..sources import resolve_source
+from ..train.sources import resolve_source
 from .checkpoint_source import ExportError, infer_model_args, read_source
 from .model_card import DATASETS, ModelInfo, dataset_info, render_model_card
 from .training_sources import Metric, TrainingRecord
@@ -283,7 +283,7 @@ def export_checkpoint(
 ) -> Path:
     """Checkpoint -> Hub-form folder (see ``export_model`` for the other keyword arguments).
 
-    ``checkpoint``: what :func:`timm_identity.sources.resolve_source` resolves (a train-cifar checkpoint or run
+    ``checkpoint``: what :func:`timm_identity.train.sources.resolve_source` resolves (a train-cifar checkpoint or run
     folder, a Hub-form folder, a timm train.py output folder, a weights file); what it is and how it was trained
     come from :func:`.checkpoint_source.read_source` (a train-cifar run: its run record, no ``arch`` needed).
     ``arch`` may carry the tag (``allconv_resnet_cifar.cifar10``); a train-cifar run's tag defaults to its dataset.

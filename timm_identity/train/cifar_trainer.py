@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from ..integrity import DamagedFileError, check_weights_file, first_line
-from ..sources import resolve_source
+from .sources import resolve_source
 from .checkpoint import (
     EMA_FILE, MODEL_FILE, atomic_write_text, hub_config_writer, load_model_weights, load_train_state,
     recorded_weights_sha256, remove_partial_checkpoints, resume_hint, save_checkpoint,

@@ -68,11 +68,11 @@ def evaluate_model(
 
 def load_for_eval(source: str, model_name: Optional[str] = None, model_kwargs: Optional[Dict[str, Any]] = None,
                   num_classes: Optional[int] = None) -> torch.nn.Module:
-    """The model with the weights of ``source`` (resolved by :func:`timm_identity.sources.resolve_source`: a timm
+    """The model with the weights of ``source`` (resolved by :func:`timm_identity.train.sources.resolve_source`: a timm
     name, a Hub-form or checkpoint folder, a run folder, or a bare ``.safetensors`` file with ``model_name``)."""
     import timm
     import timm_identity  # noqa: F401
-    from timm_identity.sources import resolve_source
+    from .sources import resolve_source
     if model_name and not timm.is_model(model_name):
         raise ValueError(f'unknown model {model_name!r} (timm models from timm_identity: '
                          f'{timm.list_models("allconv*")})')

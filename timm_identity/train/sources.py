@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .train.checkpoint import CONFIG_FILE, MODEL_FILE, STATE_FILE, resolve_checkpoint
+from .checkpoint import CONFIG_FILE, MODEL_FILE, STATE_FILE, resolve_checkpoint
 
 __all__ = ['Source', 'resolve_source', 'TIMM_BEST', 'KIND_WORDS']
 
@@ -73,7 +73,7 @@ def _looks_like_path(text: str) -> bool:
 
 def _names_a_run(folder: Path) -> bool:
     """A checkpoint's ``config.json`` names its run (``"run": {"id", "step"}``); an exported folder's does not."""
-    from .train.run_record import RunRecordError, checkpoint_run_id
+    from .run_record import RunRecordError, checkpoint_run_id
     try:
         return (folder / CONFIG_FILE).is_file() and checkpoint_run_id(folder)[0] is not None
     except RunRecordError:
