@@ -82,5 +82,6 @@ def tiny_checkpoint(tmp_path: Path, seed: int = 0, summary: bool = True):
                                              CIFAR10_CLASSES, 60))
     summary_path = run / 'summary.json'
     summary_path.write_text(json.dumps({'run_id': record['run_id'], 'status': 'completed', 'checkpoint_step': 60,
+                                        'last_checkpoint': str(ckpt),
                                         'checkpoint_sha256': recorded_weights_sha256(ckpt)}))
     return ckpt, model, summary_path

@@ -318,3 +318,18 @@ def test_card_of_a_short_run_claims_no_paper_recipe(tmp_path):
     assert '- **Exported weights:** step 8 (step_00000008/model.safetensors)' in card.text
     top1 = [e for e in card.data.eval_results if e.metric_name == 'Top-1 accuracy (final)']
     assert [round(100 - e.metric_value, 4) for e in top1] == [round(record['test_error'], 4)]
+
+
+def test_a_bare_weights_file_with_the_summary_of_its_checkpoint(tmp_path):
+    """A copy of a checkpoint's weights with the run's summary.json: the summary names the checkpoint, whose sha256
+    the file must have; it is then exported as that checkpoint of its run (architecture, tag and card from there)."""
+    ckpt, _, summary = tiny_checkpoint(tmp_path)
+    bare = tmp_path / 'copy.safetensors'
+    bare.write_bytes((ckpt / 'model.safetensors').read_bytes())
+    folder = export_checkpoint(bare, tmp_path / 'out', summary=summary, model_card=write_model_card(tmp_path))
+    assert json.loads((folder / 'config.json').read_text())['pretrained_cfg']['tag'] == 'cifar10'
+    assert '| final, step 60 | 6.50 |' in (folder / 'README.md').read_text()
+    other = tiny_checkpoint(tmp_path / 'other', seed=1, summary=False)[0]
+    with pytest.raises(ExportError, match=f'does not describe this checkpoint: its weights sha256 .* of {other}'):
+        export_checkpoint(other, tmp_path / 'out2', summary=summary, arch='allconv_resnet_cifar.cifar10')
+    assert not (tmp_path / 'out2').exists()

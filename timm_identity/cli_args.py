@@ -68,10 +68,10 @@ positive_float = float_above(0, inclusive=False)   # a finite float > 0
 non_negative_float = float_above(0)      # a finite float >= 0
 
 
-def writable_dir(path, flag: str = '--out') -> Path:
+def writable_dir(path, flag: str = '--out', shown=None) -> Path:
     """Prove, before any long work starts, that ``path`` can be made and written: a file is created and removed
     in it, or in its nearest existing parent when it does not exist yet (nothing is left behind). Returns the
-    path; ``ValueError`` naming the flag and the folder if not."""
+    path; ``ValueError`` naming the flag and the folder (or ``shown``: the file to be written there) if not."""
     import tempfile
     path = Path(path)
     probe = path
@@ -83,7 +83,7 @@ def writable_dir(path, flag: str = '--out') -> Path:
         with tempfile.NamedTemporaryFile(dir=probe, prefix='.write-test-'):
             pass
     except OSError as e:
-        raise ValueError(f'{flag} {path}: cannot write there ({e.strerror or e})') from None
+        raise ValueError(f'{flag} {shown or path}: cannot write there ({e.strerror or e})') from None
     return path
 
 

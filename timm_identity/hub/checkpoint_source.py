@@ -82,11 +82,10 @@ def read_source(source: Source, use_ema: bool = True, summary: Optional[str] = N
 def _read_checkpoint_named_by_summary(weights: Path, summary: Path) -> CheckpointContents:
     """A bare weights file with a train-cifar ``summary.json``: the file must be the weights of the checkpoint the
     summary names (same sha256), which is then read as that checkpoint of its run."""
-    try:
-        raw = json.loads(summary.read_text())
-        last = Path(raw['last_checkpoint'])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ExportError(f'--summary {summary}: not a train-cifar summary.json naming a checkpoint ({e})') from None
+    raw = _json_object(summary, 'a train-cifar summary.json')
+    if not isinstance(raw.get('last_checkpoint'), str):
+        raise ExportError(f'--summary {summary}: not a train-cifar summary.json naming a checkpoint')
+    last = Path(raw['last_checkpoint'])
     if raw.get('checkpoint_sha256') != sha256_file(weights):
         raise ExportError(f'--summary {summary} does not describe this checkpoint: its weights sha256 '
                           f'{str(raw.get("checkpoint_sha256"))[:12]}... is not that of {weights}.')
@@ -134,12 +133,7 @@ def _matching_run_summary(path: Path, run_id: str, step: int, ckpt: Path, strict
         if strict:
             raise ExportError(f'--summary {path}: no such file')
         return None
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ExportError(f'{path}: not readable as JSON ({e})') from None
-    if not isinstance(raw, dict):
-        raise ExportError(f'{path}: expected a JSON object (a train-cifar summary.json)')
+    raw = _json_object(path, 'a train-cifar summary.json')
     problems = []
     if raw.get('run_id') != run_id:
         problems.append(f'it is of run {str(raw.get("run_id"))[:12]}, the checkpoint of run {run_id[:12]}')
@@ -154,16 +148,22 @@ def _matching_run_summary(path: Path, run_id: str, step: int, ckpt: Path, strict
     return None if problems else raw
 
 
+def _json_object(path: Path, what: str) -> Dict[str, Any]:
+    """The JSON object in ``path`` (``what`` it should be, for the error); anything else is a one-line ExportError."""
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ExportError(f'{path}: not readable as JSON ({e})') from None
+    if not isinstance(raw, dict):
+        raise ExportError(f'{path}: expected a JSON object ({what})')
+    return raw
+
+
 def _read_hub_folder(weights: Path, config: Optional[Path] = None) -> CheckpointContents:
     """Weights and model of a Hub-form folder (``config.json`` as timm's ``save_for_hf`` writes it)."""
     config = config or weights.with_name(CONFIG_FILE)
     state_dict = _load_state_dict(weights, use_ema=False)
-    try:
-        hub = json.loads(config.read_text())
-    except (OSError, ValueError) as e:
-        raise ExportError(f'Could not read {config} as JSON: {e}') from None
-    if not isinstance(hub, dict):
-        raise ExportError(f'{config}: expected a JSON object (a timm config.json).')
+    hub = _json_object(config, 'a timm config.json')
     cfg = hub.get('pretrained_cfg') or {}
     contents = CheckpointContents(weights, state_dict, arch=hub.get('architecture'), tag=cfg.get('tag'),
                                   model_args=dict(hub.get('model_args') or {}),

@@ -7,11 +7,10 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from ..atomic_io import atomic_write_text
-from ..cli_args import finite_float, positive_float, positive_int
+from ..cli_args import finite_float, positive_float, positive_int, writable_dir
 from ..model_kwargs import parse_model_kwargs
 from .cifar_trainer import NonFiniteLossError, train
 from .evaluate import evaluate_checkpoint
@@ -250,16 +249,7 @@ def _check_output_file(path: Path) -> None:
     is made and removed in its folder, or in the nearest existing folder above it). ValueError if not."""
     if path.is_dir():
         raise ValueError(f'--output {path}: is a folder; give the file to write the result JSON to')
-    probe = path.parent
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        if not probe.is_dir():
-            raise NotADirectoryError(20, f'{probe} is not a folder')
-        with tempfile.NamedTemporaryFile(dir=probe, prefix='.write-test-'):
-            pass
-    except OSError as e:
-        raise ValueError(f'--output {path}: cannot write there ({e.strerror or e})') from None
+    writable_dir(path.parent, '--output', shown=path)
 
 
 def _write_output(path: Path, text: str) -> None:
