@@ -4,6 +4,7 @@ step trusts)."""
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -159,7 +160,7 @@ def test_failed_checkpoint_write_leaves_no_partial_folder(tmp_path, splits, monk
 
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
 def test_sigint_writes_an_interrupted_summary(tmp_path, tiny_cifar, sig):
-    """Ctrl-C or SIGTERM: no traceback, exit code 130, summary.json with status 'interrupted' and how to resume,
+    """Ctrl-C or SIGTERM: no traceback, exit code 130 or 143, summary.json with status 'interrupted' and how to resume,
     no partial checkpoint folder."""
     run = tmp_path / 'run'
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
@@ -174,7 +175,7 @@ def test_sigint_writes_an_interrupted_summary(tmp_path, tiny_cifar, sig):
         time.sleep(0.02)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and 'Traceback' not in err, err
+    assert proc.returncode == 128 + sig and 'Traceback' not in err, err
     summary = json.loads((run / 'summary.json').read_text())
     assert summary['status'] == 'interrupted' and f'--resume {run}' in summary['message']
     assert summary['last_checkpoint'] is not None
@@ -521,3 +522,81 @@ def test_publish_dry_run_refuses_a_fifo_without_reading_it(tmp_path, capsys):
     line = _one_line(capsys.readouterr().err)
     assert line == (f'timm-identity publish: error: Refusing to publish {folder}: README.md is a FIFO (named pipe), '
                     f'not a regular file or folder; remove it. Nothing was read or uploaded.'), line
+
+
+def test_a_checkpoint_without_its_record_or_with_a_stray_ema_is_not_taken(tmp_path, splits):
+    """A checkpoint of this layout records every file it holds: without the record (weights of another run copied
+    in, "files" deleted), --resume and export refuse it; an EMA file in a run trained without one is not exported."""
+    from timm_identity.hub.export import ExportError, export_checkpoint
+    run = tmp_path / 'run'
+    train(tiny_overrides(run, steps=2, checkpoint_every=2), *splits)
+    ckpt = run / 'checkpoints' / 'step_00000002'
+    (ckpt / 'model_ema.safetensors').write_bytes((ckpt / 'model.safetensors').read_bytes())  # a stray file
+    card = (export_checkpoint(run, tmp_path / 'out') / 'README.md').read_text()
+    assert 'step_00000002/model.safetensors), the weights themselves' in card and 'EMA' not in card
+    config = json.loads((ckpt / 'config.json').read_text())
+    del config['files']
+    (ckpt / 'config.json').write_text(json.dumps(config))
+    with pytest.raises(ValueError, match='model.safetensors.*record'):
+        train({'resume': str(run), 'steps': 4}, *splits)
+    with pytest.raises(ExportError, match='model.safetensors.*record'):
+        export_checkpoint(run, tmp_path / 'out2')
+    assert not (tmp_path / 'out2').exists()
+
+
+def test_any_failure_of_the_loop_ends_in_the_summary(tmp_path, splits):
+    """An error the loop did not foresee (here in the batch; out of memory would be the same) still ends the run
+    in its one place: summary.json says it failed and where, then the error is raised."""
+    run = tmp_path / 'run'
+
+    def broken(step, x, y):
+        if step == 3:
+            raise RuntimeError('out of memory (stand-in)')
+        return x, y
+    with pytest.raises(RuntimeError, match='stand-in'):
+        train(tiny_overrides(run, steps=6, checkpoint_every=2), *splits, batch_hook=broken)
+    summary = json.loads((run / 'summary.json').read_text())
+    assert summary['status'] == 'failed' and 'RuntimeError: out of memory (stand-in) at step 3' in summary['message']
+    assert summary['checkpoint_step'] == 2
+
+
+@pytest.mark.parametrize('damage, message', [
+    (lambda run: (run / 'log.jsonl').write_text((run / 'log.jsonl').read_text() + '{"foo": 1}\n[1]\n'),
+     'log.jsonl:3: not a log record'),
+    (lambda run: (run / 'run.json').write_text(json.dumps({**json.loads((run / 'run.json').read_text()),
+                                                           'config': 1})), 'damaged run record \\(config'),
+])
+def test_a_damaged_run_record_or_log_is_one_line(tmp_path, splits, capsys, damage, message):
+    run = tmp_path / 'run'
+    train(tiny_overrides(run, steps=2, checkpoint_every=2), *splits)
+    damage(run)
+    assert main(['export', str(run), '--output', str(tmp_path / 'out')]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and 'Traceback' not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_checkpoint_moved_aside_to_be_replaced_is_put_back(tmp_path, splits):
+    """Killed between the two renames of a re-saved step, the old checkpoint exists only as .old-step_*: the next
+    start puts it back instead of deleting the only copy."""
+    run = tmp_path / 'run'
+    train(tiny_overrides(run, steps=4, checkpoint_every=2, keep_checkpoints=0), *splits)
+    step4 = run / 'checkpoints' / 'step_00000004'
+    weights = (step4 / 'model.safetensors').read_bytes()
+    step4.rename(run / 'checkpoints' / '.old-step_00000004-4242')
+    train({'resume': str(run / 'checkpoints' / 'step_00000002'), 'steps': 3, 'progress': False, 'plot': False},
+          *splits)
+    assert (step4 / 'model.safetensors').read_bytes() == weights and not list((run / 'checkpoints').glob('.old-*'))
+
+
+def test_a_damaged_shipped_file_is_one_line_in_the_demo(tmp_path, monkeypatch, capsys):
+    import shutil
+    from timm_identity.pretrained.tags import hub_configs_root
+    copy = tmp_path / 'hub_configs'
+    shutil.copytree(hub_configs_root(), copy)
+    weights = next(copy.glob('*.cifar10/model.safetensors'))
+    weights.write_bytes(weights.read_bytes()[:-100])
+    monkeypatch.setenv('TIMM_IDENTITY_HUB_CONFIGS', str(copy))
+    assert main(['demo']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('timm-identity demo: error: ') and str(weights) in err and 'Traceback' not in err
+    assert len(err.strip().splitlines()) == 1

@@ -10,7 +10,7 @@ import timm
 import timm.optim
 import timm_identity  # noqa: F401  (registers the models)
 from timm_identity.cli import main as cli_main
-from timm_identity.hub.export import hub_configs_dir
+from timm_identity.pretrained.tags import hub_configs_root as hub_configs_dir
 from timm_identity.models import AllConvResNet
 from timm_identity.pretrained.tags import hub_repo_id
 from timm_identity.models.fixed_projection import FixedRandomProjection

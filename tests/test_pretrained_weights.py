@@ -22,7 +22,7 @@ from timm_identity.hub.cache import install_into_hf_cache
 from timm_identity.integrity import DamagedFileError, sha256_file
 from timm_identity.pretrained.tags import HUB_CONFIGS_ENV, hub_repo_id
 
-# the package's own tag folders (hub_configs_dir() follows $TIMM_IDENTITY_HUB_CONFIGS, which tests here set)
+# the package's own tag folders (hub_configs_root() follows $TIMM_IDENTITY_HUB_CONFIGS, which tests here set)
 PACKAGE = Path(str(resources.files('timm_identity.hub_configs')))
 SHIPPED = ['allconv_resnet_cifar_w16_d3.cifar10', 'allconv_resnet_cifar_w16_d3.cifar100']
 TAG, OTHER = SHIPPED

@@ -12,7 +12,7 @@ import timm
 
 import timm_identity  # noqa: F401
 from timm_identity.data.sample_images import load_cifar10_sample
-from timm_identity.hub.export import hub_configs_dir
+from timm_identity.pretrained.tags import hub_configs_root as hub_configs_dir
 from timm_identity.integrity import sha256_file
 from timm_identity.pretrained import recorded_test_results
 

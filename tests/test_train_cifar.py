@@ -12,7 +12,9 @@ import torch
 from safetensors.torch import load_file
 
 import timm_identity  # noqa: F401
+from timm_identity.integrity import sha256_file
 from timm_identity.train.checkpoint import resolve_checkpoint
+from timm_identity.train.evaluate import evaluate_model, load_for_eval
 from timm_identity.train.cifar_trainer import NonFiniteLossError, train
 from timm_identity.train.config import resolve_config
 from timm_identity.train.step import build_optimizer, build_scheduler
@@ -295,7 +297,12 @@ def test_warm_start_from_exported_weights_and_linear_probe(tmp_path, splits):
     moved = load_file(str(resolve_checkpoint(full) / 'model.safetensors'))
     assert not all(torch.equal(moved[k], source[k]) for k in backbone)  # fine-tuned: the backbone trains
     card = (export_checkpoint(probe, tmp_path / 'probe_export', arch='allconv_resnet_cifar.five') / 'README.md')
-    assert 'base_model: timm-identity/allconv_resnet_cifar.cifar10' in card.read_text()
+    # an exported folder on this machine is not a Hub repo: no base_model claimed; the run records which weights
+    assert 'base_model' not in card.read_text()
+    record = json.loads((probe / 'run.json').read_text())
+    assert record['base_model'] is None
+    assert record['init_weights'] == {'folder': str(folder.resolve()),
+                                      'sha256': sha256_file(folder / 'model.safetensors')}
     with pytest.raises(ValueError, match='leaves nothing to train'):
         train(tiny_overrides(tmp_path / 'fixed', steps=1, init_from=f'local-dir:{folder}', freeze_backbone=True),
               *five)
@@ -307,7 +314,6 @@ def test_model_ema_is_evaluated_checkpointed_resumed_and_exported(tmp_path, spli
     """--model-ema: timm's ModelEmaV3 of the weights, evaluated beside them, saved in each checkpoint (with its
     sha256), continued exactly by --resume, and what export takes by default (the card says so)."""
     from timm_identity.hub.export import export_checkpoint
-    from timm_identity.integrity import sha256_file
     kw = dict(steps=6, checkpoint_every=3, eval_every=3, keep_checkpoints=0, model_ema=True, model_ema_decay=0.9)
     full = tmp_path / 'full'
     summary = train(tiny_overrides(full, **kw), *splits)
@@ -331,6 +337,39 @@ def test_model_ema_is_evaluated_checkpointed_resumed_and_exported(tmp_path, spli
     assert 'the EMA of the weights (timm ModelEmaV3, decay up to 0.9)' in card
     final_row = next(line for line in card.splitlines() if line.startswith('| final'))
     assert 'step 6' in final_row and f"| {evals[-1]['ema_test_error']:.2f} |" in final_row  # the EMA's evaluation
+    # the checkpoint's EMA file evaluates as the run evaluated it (the model and mean/std of its folder)
+    test_images = torch.from_numpy(splits[1].images)
+    model = load_for_eval(str(ckpt / 'model_ema.safetensors'))
+    cfg = model.pretrained_cfg
+    result = evaluate_model(model.eval(), test_images, torch.from_numpy(splits[1].labels), torch.tensor(cfg['mean']),
+                            torch.tensor(cfg['std']), 64)
+    assert result['error'] == pytest.approx(evals[-1]['ema_test_error'], abs=1e-4)
     plain = export_checkpoint(full, tmp_path / 'plain', use_ema=False)
     assert all(torch.equal(load_file(str(plain / 'model.safetensors'))[k], raw[k]) for k in raw)
     assert 'the weights themselves (the run also kept an EMA' in (plain / 'README.md').read_text()
+
+
+def test_base_model_is_a_hub_repo_or_none():
+    """A card's base_model names a Hub repo that holds the weights: an hf-hub: name's, a shipped tag's; never a
+    local folder or a planned tag (whose repo has no weights)."""
+    from timm_identity.train.sources import base_model_id
+    assert base_model_id('hf-hub:someone/net@v2') == 'someone/net'
+    assert base_model_id('allconv_resnet_cifar_w16_d3.cifar10') == 'timm-identity/allconv_resnet_cifar_w16_d3.cifar10'
+    assert base_model_id('allconv_resnet_cifar.cifar10') is None
+    assert base_model_id('local-dir:/x/y') is None and base_model_id('runs/c10') is None
+
+
+def test_a_resume_that_changes_settings_keeps_the_first_start_and_says_what_changed(tmp_path, splits):
+    """The run record keeps the settings the run started with; a resume's changes (a longer run) are in its start
+    entry, so a checkpoint from before them is described as it was made."""
+    from timm_identity.hub.export import export_checkpoint
+    run = tmp_path / 'run'
+    train(tiny_overrides(run, steps=4, checkpoint_every=2, keep_checkpoints=0), *splits)
+    train({'resume': str(run), 'steps': 6, 'progress': False, 'plot': False}, *splits)
+    record = json.loads((run / 'run.json').read_text())
+    assert record['config']['steps'] == 4 and record['starts'][1]['changed']['steps'] == 6
+    assert record['starts'][0]['changed'] == {}
+    card = (export_checkpoint(run / 'checkpoints' / 'step_00000004', tmp_path / 'four') / 'README.md').read_text()
+    assert '4 optimizer steps of 4 planned' in card
+    card = (export_checkpoint(run, tmp_path / 'six') / 'README.md').read_text()
+    assert '6 optimizer steps of 6 planned' in card

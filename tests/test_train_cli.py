@@ -3,6 +3,7 @@ SIGKILL, and tools/train_imagenet.sh's argument checks."""
 import json
 import re
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -198,6 +199,10 @@ def _to_earlier_layout(run: Path) -> None:
     record = json.loads((run / 'run.json').read_text())
     config = {k: v for k, v in record['config'].items() if k not in ('model_ema', 'model_ema_decay')}
     (run / 'run_config.json').write_text(json.dumps({**config, 'data_sha256': record['data']['train_sha256']}))
+    summary = json.loads((run / 'summary.json').read_text())
+    start = record['starts'][-1]
+    (run / 'summary.json').write_text(json.dumps({**summary, 'test_images': record['data']['test_images'],
+                                                  'argv': start['argv'], 'device': start['device'], 'config': config}))
     (run / 'run.json').unlink()
     for ckpt in (run / 'checkpoints').glob('step_*'):
         hub = json.loads((ckpt / 'config.json').read_text())
@@ -215,18 +220,26 @@ def test_upgrade_run_of_the_earlier_layout(tmp_path, tiny_cifar, capsys):
     _to_earlier_layout(run)
     capsys.readouterr()
     assert main(['export', str(run), '--output', str(tmp_path / 'x')]) == 2
-    assert f'convert its run with `timm-identity upgrade-run {run.resolve()}`' in capsys.readouterr().err
+    assert f'convert its run with `timm-identity upgrade-run {run.resolve()} --data-dir DIR`' in capsys.readouterr().err
     assert main(['train-cifar', '--resume', str(run), '--steps', '3', *TINY_RUN]) == 2
     assert 'timm-identity upgrade-run' in capsys.readouterr().err
-    other = tmp_path / 'other'
-    make_tiny_cifar(other, 'cifar10', num_train=40, num_test=20, seed=5, archive=False)
-    assert main(['upgrade-run', str(run), '--data-dir', str(other), '--no-verify-md5']) == 2
+    other = make_tiny_cifar(tmp_path / 'other', 'cifar10', num_train=40, num_test=20, seed=5, archive=False).folder
+    assert main(['upgrade-run', str(run), '--data-dir', other, '--no-verify-md5']) == 2
     assert 'not the training data of' in capsys.readouterr().err
-    assert not (run / 'run.json').exists()  # nothing changed
+    mixed = tmp_path / 'mixed' / 'cifar-10-batches-py'  # the run's training data with another test set
+    shutil.copytree(tiny_cifar.folder, mixed)
+    shutil.copyfile(Path(other) / 'test_batch', mixed / 'test_batch')
+    assert main(['upgrade-run', str(run), '--data-dir', str(mixed), '--no-verify-md5']) == 2
+    assert "not the run's test set" in capsys.readouterr().err
+    smaller = make_tiny_cifar(tmp_path / 'smaller', 'cifar10', num_train=40, num_test=10, archive=False).folder
+    shutil.copyfile(Path(smaller) / 'test_batch', mixed / 'test_batch')
+    assert main(['upgrade-run', str(run), '--data-dir', str(mixed), '--no-verify-md5']) == 2
+    assert 'was evaluated on 20 test images, the data given have 10' in capsys.readouterr().err
+    assert not (run / 'run.json').exists() and (run / 'run_config.json').is_file()  # nothing changed
     assert main(['upgrade-run', str(run), '--data-dir', tiny_cifar.folder, '--no-verify-md5']) == 0
     record = json.loads((run / 'run.json').read_text())
     assert record['config']['model_ema'] is False and record['data']['test_images'] == 20
-    assert not list(run.glob('checkpoints/step_*/run.json'))
+    assert not list(run.glob('checkpoints/step_*/run.json')) and not (run / 'run_config.json').exists()
     assert main(['export', str(run), '--output', str(tmp_path / 'x')]) == 0
     assert json.loads((tmp_path / 'x' / 'config.json').read_text())['pretrained_cfg']['tag'] == 'cifar10'
     assert main(['train-cifar', '--resume', str(run), '--steps', '3', '--data-dir', tiny_cifar.folder,

@@ -16,6 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import timm
 
 from .cli_args import positive_int
+from .integrity import DamagedFileError
 from .models.allconv_resnet import AllConvResNet
 from .models.residual_block import AllConvResidualBlock
 
@@ -229,7 +230,11 @@ def _run_demo(args: argparse.Namespace) -> int:
         print(f'  init={init:9s} max {max(ratios):.2e}  mean {sum(ratios) / len(ratios):.2e}  '
               f'over {len(ratios)} blocks')
     print()
-    _demo_pretrained(*sample)
+    try:
+        _demo_pretrained(*sample)
+    except DamagedFileError as e:
+        print(f'timm-identity demo: error: {e}', file=sys.stderr)
+        return 2
     return 0
 
 
@@ -248,6 +253,8 @@ def _demo_pretrained(images, labels, classes) -> None:
     for tag in tags:
         try:
             model = timm.create_model(tag, pretrained=True).eval()
+        except DamagedFileError as e:  # the shipped file differs from its record: one line, from _run_demo
+            raise DamagedFileError(f'{tag}: {e}') from None
         except RuntimeError as e:  # a listed tag whose weights are not to be had here (e.g. not in the HF cache)
             print(f'  {tag}: skipped ({str(e).splitlines()[0]})')
             continue

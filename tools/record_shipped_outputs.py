@@ -16,7 +16,7 @@ import timm
 
 import timm_identity  # noqa: F401  (registers the models)
 from timm_identity.data.sample_images import load_cifar10_sample
-from timm_identity.hub.export import hub_configs_dir
+from timm_identity.pretrained.tags import hub_configs_root
 from timm_identity.integrity import sha256_file
 
 OUT = Path(__file__).resolve().parents[1] / 'tests' / 'shipped_outputs.json'
@@ -33,7 +33,7 @@ def main() -> int:
     torch.set_num_threads(1)
     outputs = {}
     for name in timm.list_pretrained('allconv*'):  # the tags whose cfg (in code) says they ship weights
-        folder = hub_configs_dir() / name
+        folder = hub_configs_root() / name
         if not (folder / 'model.safetensors').is_file():
             print(f'{name}: no {folder / "model.safetensors"}; not recorded', file=sys.stderr)
             continue

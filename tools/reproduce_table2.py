@@ -179,7 +179,7 @@ def gpu(args: argparse.Namespace) -> int:
     files = pack(run_dir, Path(args.out))
     summary = json.loads((run_dir / 'summary.json').read_text())
     print(json.dumps({k: summary.get(k) for k in (
-        'status', 'steps', 'target_steps', 'final_test_error', 'best_test_error', 'best_step', 'wall_time_s',
+        'status', 'steps', 'final_test_error', 'best_test_error', 'best_step', 'wall_time_s',
         'images_per_s_median')}, indent=2))
     print('packed: ' + ', '.join(f'{p.name} ({p.stat().st_size / 1e6:.1f} MB)' for p in files))
     return 0

@@ -33,7 +33,7 @@ from timm.models import load_state_dict
 from ..integrity import DamagedFileError, check_weights_file, first_line, sha256_file, torch_load_checked
 from ..train.sources import TIMM_BEST, Source
 from ..train.checkpoint import CONFIG_FILE, EMA_FILE, MODEL_FILE
-from ..train.run_record import RunRecordError, log_records, run_of_checkpoint
+from ..train.run_record import NoRunRecordError, RunRecordError, config_at, log_records, run_of_checkpoint
 from .training_sources import Metric, TrainingRecord, TrainingSummary, read_timm_summary, train_cifar_source
 
 __all__ = ['ExportError', 'CheckpointContents', 'read_source', 'infer_model_args']
@@ -100,28 +100,36 @@ def _read_checkpoint_named_by_summary(weights: Path, summary: Path) -> Checkpoin
 def _read_train_cifar_checkpoint(source: Source, use_ema: bool, summary: Optional[str]) -> CheckpointContents:
     ckpt = source.folder
     assert ckpt is not None
-    ema = use_ema and (ckpt / EMA_FILE).is_file()
-    contents = _read_hub_folder(ckpt / (EMA_FILE if ema else MODEL_FILE), config=ckpt / CONFIG_FILE)
-    contents.tag = None  # a checkpoint's config names no tag; export derives it from the run's dataset
     try:
         run_dir, record, step = run_of_checkpoint(ckpt)
+    except NoRunRecordError as e:  # moved out of its run: the weights are all it has, exported as a Hub-form folder
+        _logger.warning(f'{e}; exporting it without the run\'s record (the card says "not recorded")')
+        return _read_hub_folder(ckpt / MODEL_FILE)
     except RunRecordError as e:
         raise ExportError(str(e)) from None
+    cfg = config_at(record, step)
+    ema = use_ema and cfg['model_ema']  # an EMA file in a run without one is not the run's
+    weights = ckpt / (EMA_FILE if ema else MODEL_FILE)
+    try:  # a checkpoint of this layout records its files: one without a record is not taken
+        check_weights_file(weights, required=True)
+    except DamagedFileError as e:
+        raise ExportError(str(e)) from None
+    contents = _read_hub_folder(weights, config=ckpt / CONFIG_FILE)
+    contents.tag = None  # a checkpoint's config names no tag; export derives it from the run's dataset
     run_summary = _matching_run_summary(run_dir / 'summary.json', record['run_id'], step, ckpt, strict=False)
     if summary:
         if Path(summary).suffix.lower() != '.json':
             raise ExportError(f'--summary {summary}: timm train.py\'s summary.csv describes timm checkpoints; {ckpt} '
                               f'is a train-cifar checkpoint (its run\'s summary.json, or none)')
         run_summary = _matching_run_summary(Path(summary), record['run_id'], step, ckpt, strict=True)
-    cfg = record['config']
     status = run_summary.get('status') if run_summary else ('completed' if step >= cfg['steps'] else 'running')
     contents.training = train_cifar_source(record, log_records(run_dir, up_to_step=step), step, ema, status)
     which = (f', the EMA of the weights (timm ModelEmaV3, decay up to {cfg["model_ema_decay"]})' if ema else
              ', the weights themselves' + (' (the run also kept an EMA; export it without --no-ema)'
-                                           if (ckpt / EMA_FILE).is_file() else ''))
-    contents.training.training.weights_from = f'step {step} ({ckpt.name}/{contents.weights.name}){which}'
-    contents.dataset = cfg['dataset'] + ('_coarse' if cfg.get('label_type') == 'coarse' else '')
-    contents.base_model = record.get('base_model')
+                                           if cfg['model_ema'] else ''))
+    contents.training.training.weights_from = f'step {step} ({ckpt.name}/{weights.name}){which}'
+    contents.dataset = cfg['dataset'] + ('_coarse' if cfg['label_type'] == 'coarse' else '')
+    contents.base_model = record['base_model']
     return contents
 
 

@@ -6,6 +6,7 @@ import re
 import sys
 from pathlib import Path
 
+from ..integrity import first_line
 from ..model_kwargs import ParseModelKwargs
 
 EXPORT_EPILOG = """\
@@ -48,11 +49,6 @@ _WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 _SAFETENSORS_WRITE = re.compile(r'while serializing: I/O error: (.*?)(?: \(os error \d+\))?$')
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def _missing_folders(path: Path) -> list:
     """The folders above ``path`` that do not exist yet, deepest first (what the export's mkdir will make)."""
     missing, folder = [], path.resolve().parent
@@ -70,16 +66,16 @@ def _export_failure(e: BaseException, output, made: list) -> str:
         writing = e.errno in _WRITE_ERRNOS
         if output and e.filename:
             out, failed = Path(output).resolve(), Path(os.fsdecode(e.filename)).resolve()
-            writing = writing or failed == out or failed in made or (
-                failed.parent == out.parent and failed.name.startswith(f'.{out.name}.tmp-'))
+            staging = out.parent / '.export-staging'  # where export builds the folder (export.export_model)
+            writing = writing or failed == out or failed in made or staging in (failed, *failed.parents)
         if writing:
-            return f'{where}: cannot write it ({e.strerror or _first_line(e)}); nothing was written'
+            return f'{where}: cannot write it ({e.strerror or first_line(e)}); nothing was written'
         name = f' ({e.filename})' if e.filename and str(e.filename) not in str(e) else ''
-        return f'{_first_line(e)}{name}'
-    match = _SAFETENSORS_WRITE.search(_first_line(e))
+        return f'{first_line(e)}{name}'
+    match = _SAFETENSORS_WRITE.search(first_line(e))
     if match:
         return f'{where}: cannot write it ({match.group(1)}); nothing was written'
-    return _first_line(e)
+    return first_line(e)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -101,6 +97,9 @@ def _export(args: argparse.Namespace) -> int:
             base_model=args.base_model,
             verify=not args.no_verify,
         )
+    except KeyboardInterrupt:  # the export removed its temporary folder
+        print('timm-identity export: interrupted; nothing was written', file=sys.stderr)
+        return 130
     except (ExportError, OSError, ValueError, SafetensorError) as e:
         # the export removed its temporary folder; remove the (empty) folders made above --output too
         for made_folder in made:

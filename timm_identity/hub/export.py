@@ -12,7 +12,7 @@ under a temporary name in ``.export-staging/`` beside the destination (removed o
 and renamed into place at the end: a failure leaves nothing half-written.
 
 The model card states only what the training source records (``training_sources.TrainingRecord``): a
-``train-cifar`` checkpoint's ``run.json`` or run summary, or a timm ``train.py`` folder's ``summary.csv`` and
+``train-cifar`` run's record and log up to the checkpoint's step, or a timm ``train.py`` folder's ``summary.csv`` and
 ``args.yaml``.
 """
 import json
@@ -29,24 +29,17 @@ from timm.models import save_for_hf, split_model_name_tag
 
 from ..atomic_io import raise_on_termination, set_new_file_mode
 from ..integrity import first_line, record_files
-from ..pretrained.tags import hub_repo_id
+from ..pretrained.tags import hub_configs_root, hub_repo_id
 from ..train.checkpoint import state_dict_mismatch
-from ..train.sources import resolve_source
+from ..train.sources import base_model_id, resolve_source
 from .checkpoint_source import ExportError, infer_model_args, read_source
 from .model_card import DATASETS, ModelInfo, dataset_info, render_model_card
 from .training_sources import Metric, TrainingRecord
 
-__all__ = ['ExportError', 'export_checkpoint', 'export_model', 'hub_configs_dir', 'default_model_card_path',
+__all__ = ['ExportError', 'export_checkpoint', 'export_model', 'default_model_card_path',
            'atomic_replace_dir']
 
 _logger = logging.getLogger(__name__)
-
-def hub_configs_dir() -> Path:
-    """The ``hub_configs/`` folder the package reads its pretrained tags from (a source checkout's, with an
-    editable install, or ``$TIMM_IDENTITY_HUB_CONFIGS``)."""
-    from timm_identity.pretrained.tags import hub_configs_root
-    return Path(str(hub_configs_root()))
-
 
 def default_model_card_path() -> Path:
     """The common model card body: ``MODEL_CARD.md`` installed beside this module (a wheel install), else the
@@ -64,24 +57,12 @@ def _registered_tags(architecture: str) -> List[str]:
 
 
 def _timm_base_model(timm_args: Dict[str, Any]) -> Optional[str]:
-    """The Hub id of the weights a timm train.py run started from: ``--pretrained`` with ``--model NAME`` (a tag,
-    ``hf-hub:`` or ``local-dir:`` name) in its args.yaml. None when it records none, or when train.py loaded them
-    from a bare file (``--pretrained-path``: no Hub id)."""
+    """The Hub repo of the weights a timm train.py run started from: ``--pretrained`` with ``--model NAME`` in its
+    args.yaml (:func:`~timm_identity.train.sources.base_model_id`). None when it records none, or when train.py
+    loaded them from a bare file (``--pretrained-path``)."""
     if not (timm_args.get('pretrained') and timm_args.get('model')) or timm_args.get('pretrained_path'):
         return None
-    name = str(timm_args['model'])  # without a tag: timm's default tag, as train.py loaded
-    if name.startswith('hf-hub:'):
-        return name[len('hf-hub:'):]
-    if name.startswith('local-dir:'):
-        config = Path(name[len('local-dir:'):]) / 'config.json'
-        try:
-            return (json.loads(config.read_text()).get('pretrained_cfg') or {}).get('hf_hub_id')
-        except (OSError, ValueError, AttributeError):
-            return None
-    try:
-        return timm.models.get_pretrained_cfg(name).hf_hub_id or name
-    except (RuntimeError, ValueError):
-        return name
+    return base_model_id(str(timm_args['model']))  # without a tag: timm's default tag, as train.py loaded
 
 
 def _non_default_args(architecture: str, args: Dict[str, Any]) -> Dict[str, Any]:
@@ -359,7 +340,7 @@ def _registered_name(architecture: str, tag: str, args: Dict[str, Any]) -> str:
 def _hub_configs_folder(to_hub_configs, architecture: str, tag: str, args: Dict[str, Any]) -> Path:
     """``<hub_configs>/<arch>.<tag>``, for weights that ``timm.create_model('<arch>.<tag>', pretrained=True)``
     can load: the registered tag and its default architecture, in a source checkout."""
-    root = hub_configs_dir() if to_hub_configs is True else Path(to_hub_configs)
+    root = hub_configs_root() if to_hub_configs is True else Path(to_hub_configs)
     if 'site-packages' in root.parts:
         raise ExportError(f'--to-hub-configs needs a source checkout (editable install); {root} is an '
                           f'installed package. Use --output instead.')

@@ -57,7 +57,7 @@ class TrainingRecord:
 
 @dataclass
 class TrainingSummary:
-    """A training summary as read by :func:`read_summary`."""
+    """What a training source says of the exported weights (:func:`train_cifar_source`, :func:`read_timm_summary`)."""
     metrics: List[Metric]
     details: Dict[str, Any]       # extra facts for the card (wall time, device)
     training: TrainingRecord
@@ -83,7 +83,8 @@ def train_cifar_source(record: Dict[str, Any], records: List[Dict[str, Any]], st
     data, starts) and the log (``records``), up to that step. ``ema``: the exported weights are the EMA's, so the
     metrics are the EMA's evaluations. ``status``: how the run stood at that checkpoint (the run's summary when it
     was written for it; else whether the step is the run's planned end)."""
-    cfg = record['config']
+    from ..train.run_record import config_at
+    cfg = config_at(record, step)  # as the run was when it trained up to this step
     key, top5 = ('ema_test_error', 'ema_test_top5') if ema else ('test_error', 'test_top5')
     evals = [r for r in records if r['step'] <= step and r.get(key) is not None]
     metrics: List[Metric] = []

@@ -71,7 +71,7 @@ def grid_row(variant: str, blocks: int, summary: Dict[str, Any], run_dir: Path) 
     return {
         'variant': variant, 'blocks': blocks, 'status': summary['status'], 'diverged': diverged,
         'diverged_at_step': _first_nonfinite_step(summary) if diverged else None,
-        'steps': summary['steps'], 'target_steps': summary['target_steps'],
+        'steps': summary['steps'], 'target_steps': read_run_record(run_dir)['config']['steps'],
         'final_test_error': None if diverged else summary['final_test_error'],
         'best_test_error': summary['best_test_error'],
         'final_train_loss': records[-1]['loss'] if records else None,

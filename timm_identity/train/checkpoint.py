@@ -128,12 +128,20 @@ def save_checkpoint(
 
 
 def remove_partial_checkpoints(run_dir: PathLike) -> None:
-    """Remove the temporary folders a process killed while writing a checkpoint left in ``RUN/checkpoints``
-    (call only while holding the run folder's lock: no other process is writing one)."""
+    """Remove the temporary folders a process killed while writing a checkpoint left in ``RUN/checkpoints``, and put
+    back a checkpoint it had moved aside to replace it, if the replacement never arrived (call only while holding
+    the run folder's lock: no other process is writing one)."""
     root = Path(run_dir) / 'checkpoints'
     if root.is_dir():
         for leftover in root.iterdir():
-            if leftover.is_dir() and leftover.name.startswith(('.tmp-step_', '.old-step_')):
+            if not leftover.is_dir():
+                continue
+            if leftover.name.startswith('.old-step_'):  # killed between the two renames of a re-saved step:
+                final = root / leftover.name[len('.old-'):].rsplit('-', 1)[0]  # the old one is the only copy
+                if not final.exists():
+                    os.replace(leftover, final)
+                    continue
+            if leftover.name.startswith(('.tmp-step_', '.old-step_')):
                 shutil.rmtree(leftover, ignore_errors=True)
 
 
@@ -253,7 +261,7 @@ def hub_config_writer(model, run_id: str, mean, std, classes, step: int):
             model, str(path), data_config={'mean': tuple(mean), 'std': tuple(std)},
             model_config={'label_names': list(classes), 'pretrained_cfg': {  # not the tag the model was built from
                 'tag': 'train_cifar_checkpoint',
-                'description': f'timm-identity train-cifar checkpoint: run {run_id[:12]}, step {step}.'}})
+                'description': 'timm-identity train-cifar checkpoint (its run and step: "run" below).'}})
         config = json.loads(Path(path).read_text())
         config['run'] = {'id': run_id, 'step': step}
         Path(path).write_text(json.dumps(config, indent=2) + '\n')

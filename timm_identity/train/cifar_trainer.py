@@ -38,10 +38,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..integrity import DamagedFileError, check_weights_file, first_line
-from .sources import resolve_source
+from ..integrity import DamagedFileError, check_weights_file, first_line, sha256_file
+from .sources import base_model_id, resolve_source
 from .checkpoint import (
-    EMA_FILE, MODEL_FILE, atomic_write_text, hub_config_writer, load_model_weights, load_train_state,
+    EMA_FILE, MODEL_FILE, STATE_FILE, atomic_write_text, hub_config_writer, load_model_weights, load_train_state,
     recorded_weights_sha256, remove_partial_checkpoints, resume_hint, save_checkpoint,
 )
 from .config import resolve_config
@@ -49,7 +49,7 @@ from .device import configure_backend, device_name, resolve_device, software_ver
 from .device_data import DeviceCifarTrain, channel_stats
 from .evaluate import evaluate_model
 from .plots import plot_curves
-from .run_record import log_records, new_run_record, run_of_checkpoint, write_run_record
+from .run_record import config_at, log_records, new_run_record, run_of_checkpoint, upgrade_hint, write_run_record
 from .step import build_optimizer, build_scheduler, train_step
 
 __all__ = ['NonFiniteLossError', 'train', 'data_fingerprint']
@@ -173,7 +173,7 @@ def _sigterm_as_interrupt():
         return
 
     def interrupt(signum, frame):
-        raise KeyboardInterrupt(f'signal {signum}')
+        raise KeyboardInterrupt('SIGTERM')
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         yield
@@ -194,10 +194,11 @@ def _read_resume_point(overrides: Dict[str, Any]) -> Optional[ResumePoint]:
     if out_dir is not None and Path(out_dir).resolve() != run_dir:
         raise ValueError(f'--resume continues the run in its own folder {run_dir}, not in --out-dir {out_dir}; '
                          f'leave --out-dir out, or start a new run from these weights with --init-from {ckpt}')
-    try:
-        check_weights_file(ckpt / MODEL_FILE)
-        if record['config'].get('model_ema'):
-            check_weights_file(ckpt / EMA_FILE)
+    try:  # a checkpoint of this layout records every file it holds: one without its record is not taken
+        check_weights_file(ckpt / MODEL_FILE, required=True)
+        if record['config']['model_ema']:
+            check_weights_file(ckpt / EMA_FILE, required=True)
+        check_weights_file(ckpt / STATE_FILE, required=True)
         state = load_train_state(ckpt)
     except DamagedFileError as e:
         raise DamagedFileError(f'{e}; {resume_hint(ckpt.parent, exclude=ckpt)}') from None
@@ -214,7 +215,7 @@ def _setup(overrides, resume: Optional[ResumePoint], train_split, test_split, pr
     """Settings, data, model, optimizer, schedule and EMA; the run folder only once all of them could be made."""
     if resume is not None:
         overrides = {**overrides, 'out_dir': str(resume.run_dir)}  # a run continues in its own folder
-    cfg = resolve_config(overrides, resume.record['config'] if resume is not None else None)
+    cfg = resolve_config(overrides, config_at(resume.record) if resume is not None else None)
     device = resolve_device(cfg['device'])
     if cfg['out_dir'] is None:
         stamp = datetime.now().strftime('%Y%m%d-%H%M%S')
@@ -246,8 +247,8 @@ def _setup(overrides, resume: Optional[ResumePoint], train_split, test_split, pr
     optimizer = build_optimizer(model, cfg)  # before the run folder: a bad --opt leaves nothing behind
     scheduler = build_scheduler(optimizer, cfg)
     ema = _build_ema(model, cfg)
-    record = resume.record if resume is not None else new_run_record(cfg, data_facts, _base_model(cfg, model))
-    record['config'] = cfg
+    record = resume.record if resume is not None else new_run_record(
+        cfg, data_facts, base_model_id(cfg['init_from']) if cfg['init_from'] else None, _init_weights(cfg))
     run_dir.mkdir(parents=True, exist_ok=True)  # only now: a start that fails leaves no run folder
     lock = _lock_run_dir(run_dir)  # held until train() returns
     if resume is None:
@@ -321,13 +322,15 @@ def _build_model(cfg: Dict[str, Any], num_classes: int, device: torch.device,
     return model.to(device)
 
 
-def _base_model(cfg: Dict[str, Any], model: torch.nn.Module) -> Optional[str]:
-    """The Hub id of the weights ``--init-from`` started from (for the card's ``base_model``): the repo of the
-    tag, ``hf-hub:`` name or exported folder; a tag without one names itself; a local checkpoint has none."""
+def _init_weights(cfg: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """Which weights ``--init-from`` started from, for the run record: a timm name as given, or the folder (absolute)
+    and the sha256 of its weights."""
     if not cfg['init_from']:
         return None
-    local = str(cfg['init_from']).startswith('local-dir:') or Path(cfg['init_from']).exists()
-    return model.pretrained_cfg.get('hf_hub_id') or (None if local else cfg['init_from'])
+    source = resolve_source(cfg['init_from'])
+    if source.kind == 'name' or source.weights is None or source.folder is None:
+        return {'name': source.text}
+    return {'folder': str(source.folder.resolve()), 'sha256': sha256_file(source.weights)}
 
 
 def _build_ema(model: torch.nn.Module, cfg: Dict[str, Any]):
@@ -359,9 +362,11 @@ def _start(run: Run, resume: Optional[ResumePoint], argv: List[str]) -> None:
         kept = log_records(run.run_dir, up_to_step=run.start_step)
         atomic_write_text(run.log_path, ''.join(json.dumps(r) + '\n' for r in kept))
         print(f'resumed from {resume.checkpoint} at step {run.start_step}', file=sys.stderr)
+    before = config_at(run.record)
     run.record['starts'].append({
         'step': run.start_step, 'argv': argv, 'device': device_name(run.device), 'versions': software_versions(),
-        'time': datetime.now(timezone.utc).isoformat(timespec='seconds')})
+        'time': datetime.now(timezone.utc).isoformat(timespec='seconds'),
+        'changed': {k: v for k, v in run.cfg.items() if before.get(k) != v}})
     write_run_record(run.run_dir, run.record)
 
 
@@ -415,6 +420,9 @@ def _loop(run: Run, batch_hook: Optional[BatchHook]) -> Outcome:
         return Outcome('nonfinite_loss', str(e), e)
     except OSError as e:  # a checkpoint or log that could not be written (a full disk): nothing partial is kept
         return Outcome('failed', f'{e}; {resume_how}', e)
+    except Exception as e:  # anything else (out of memory, a bug): the summary says where the run stopped
+        return Outcome('failed', f'{type(e).__name__}: {first_line(e)} at step {done}; the last checkpoint is '
+                                 f'{run.last_ckpt if run.last_ckpt is not None else "none yet"}', e)
     finally:
         pbar.close()
     return Outcome('completed')
@@ -517,7 +525,6 @@ def _summary(run: Run, outcome: Outcome, records: List[Dict[str, Any]]) -> Dict[
         'status': outcome.status,
         'message': outcome.message,
         'steps': steps_done,
-        'target_steps': run.cfg['steps'],
         'epochs': steps_done * run.cfg['batch_size'] / run.data.num_images,
         **_final_and_best(records, 'test_error', ''),
         **(_final_and_best(records, 'ema_test_error', 'ema_') if run.ema is not None else {}),
@@ -547,8 +554,8 @@ def _lock_run_dir(run_dir: Path):
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         f.close()
-        raise FileExistsError(f'{run_dir} is in use by another train-cifar process; wait for it or choose '
-                              f'another --out-dir') from None
+        raise FileExistsError(f'{run_dir} is in use by another train-cifar process; wait for it to end (a new run: '
+                              f'or choose another --out-dir)') from None
     return f
 
 
@@ -559,7 +566,9 @@ def _refuse_used_run_dir(run_dir: Path, lock=None) -> None:
     if used:
         if lock is not None:
             lock.close()
-        hint = f'pass --resume {run_dir} to continue it or ' if 'checkpoints' in used else ''
+        hint = (f'convert it with {upgrade_hint(run_dir)}, then pass --resume {run_dir} to continue it, or '
+                if 'run_config.json' in used else f'pass --resume {run_dir} to continue it or '
+                if 'checkpoints' in used else '')
         raise FileExistsError(f'{run_dir} already holds a run ({", ".join(used)}); {hint}choose another --out-dir')
 
 

@@ -76,8 +76,9 @@ def _add_train_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument('--model', help='timm model name (default allconv_resnet_cifar)')
     g.add_argument('--init-from', metavar='NAME',
                    help='start from pretrained weights (fine-tuning): a tag such as '
-                        'allconv_resnet_cifar_w16_d3.cifar10, local-dir:DIR or hf-hub:ID; the classifier is new '
-                        'when the number of classes differs (--model-kwargs head=linear for a trainable one)')
+                        'allconv_resnet_cifar_w16_d3.cifar10, hf-hub:ID, local-dir:DIR, or the path of an exported '
+                        'folder, a train-cifar run or checkpoint folder; the classifier is new when the number of '
+                        'classes differs (--model-kwargs head=linear for a trainable one)')
     g.add_argument('--freeze-backbone', action='store_const', const=True, default=None,
                    help='with --init-from: train the classifier only (a linear probe; needs head=linear)')
     g.add_argument('--model-kwargs', nargs='*', metavar='KEY=VALUE',
@@ -201,9 +202,10 @@ def _run_train(args: argparse.Namespace) -> int:
     except NonFiniteLossError as e:
         print(f'error: {e}', file=sys.stderr)
         return 3
-    except KeyboardInterrupt:
-        print('error: interrupted; summary.json says where the run stopped and how to resume it', file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C: 130; SIGTERM (the trainer raises it as an interrupt): 143
+        print('error: interrupted; the run folder\'s summary.json (when the run had started) says where it stopped '
+              'and how to resume it', file=sys.stderr)
+        return 143 if str(e) == 'SIGTERM' else 130
     except (ValueError, OSError) as e:  # bad settings or data; a folder that cannot be written (read-only, full)
         where = f' ({e.filename})' if isinstance(e, OSError) and e.filename and str(e.filename) not in str(e) else ''
         print(f'error: {e}{where}', file=sys.stderr)
@@ -220,7 +222,8 @@ def _add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
         'evaluate', help='top-1 error of a checkpoint / Hub folder on the full CIFAR test set',
         description='Evaluate saved weights on the full CIFAR-10/100 test set (official archives). SOURCE: a '
                     'Hub-format folder (config.json + model.safetensors, e.g. a train-cifar checkpoint), a '
-                    'train-cifar run folder (newest checkpoint), a .safetensors file (with --model), or a timm '
+                    'train-cifar run folder (newest checkpoint), a .safetensors file (in such a folder, e.g. a '
+                    'checkpoint\'s model_ema.safetensors, the EMA of its weights; elsewhere with --model), or a timm '
                     'name such as local-dir:PATH / hf-hub:ID / allconv_resnet_cifar.<tag>.')
     p.add_argument('source', metavar='SOURCE')
     p.add_argument('--data-dir', required=True, help='official CIFAR python release (archive or folder)')

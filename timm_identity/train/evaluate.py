@@ -7,7 +7,9 @@ Accepts:
   export tool write them), loaded through timm (``local-dir:``) so the fixed head and the run's
   mean/std come from the folder;
 * a ``train-cifar`` run folder (its newest checkpoint);
-* a bare ``.safetensors`` file, with ``--model`` (and ``--model-kwargs``) saying which network it is;
+* a ``.safetensors`` file in such a folder (a checkpoint's ``model_ema.safetensors``: the EMA of its weights),
+  built from the folder's ``config.json``; a bare one, with ``--model`` (and ``--model-kwargs``) saying which
+  network it is;
 * a timm name ``hf-hub:...`` / ``local-dir:...`` / ``<model>.<tag>`` with pretrained weights.
 
 Normalisation uses the model's ``pretrained_cfg`` mean/std unless ``--mean/--std`` are given. Weights files
@@ -92,6 +94,11 @@ def load_for_eval(source: str, model_name: Optional[str] = None, model_kwargs: O
             raise ValueError(f'{src.folder}: timm cannot load it ({first_line(e)})') from None
     if src.weights.suffix != '.safetensors':
         raise ValueError(f'{src.weights}: expected a folder or a .safetensors file')
+    beside = src.weights.parent / 'config.json'
+    if not model_name and beside.is_file():  # e.g. a checkpoint's model_ema.safetensors: the model of its folder
+        model = timm.create_model(f'local-dir:{src.weights.parent.resolve()}')  # (its mean/std too), these weights
+        load_model_weights(model, src.weights)
+        return model
     if not model_name:
         raise ValueError(f'{src.weights} is a bare weights file: say which network it is with --model '
                          f'(and --model-kwargs if it is not the default architecture)')

@@ -24,7 +24,7 @@ from typing import Optional
 
 from .checkpoint import CONFIG_FILE, MODEL_FILE, STATE_FILE, resolve_checkpoint
 
-__all__ = ['Source', 'resolve_source', 'TIMM_BEST', 'KIND_WORDS']
+__all__ = ['Source', 'resolve_source', 'base_model_id', 'TIMM_BEST', 'KIND_WORDS']
 
 TIMM_BEST = 'model_best.pth.tar'
 # what makes a SOURCE that does not exist a path (a missing file) rather than a timm name
@@ -120,3 +120,20 @@ def resolve_source(text: str) -> Source:
         raise ValueError(f'unknown model {model!r} and no file or folder {text!r} (models from timm_identity: '
                          f'{timm.list_models("allconv*")})')
     return Source(text, 'name')
+
+
+def base_model_id(name: str) -> Optional[str]:
+    """The Hugging Face Hub repo of the weights that ``name`` (a ``--init-from`` value, or timm train.py's ``--model``
+    with ``--pretrained``) loads, for a model card's ``base_model``: an ``hf-hub:`` name's repo, or the repo a
+    registered tag's weights are published to. None for local weights (a folder, ``local-dir:``) and for a tag that
+    ships none: there is no repo holding them to point at."""
+    if name.startswith('hf-hub:'):
+        return name[len('hf-hub:'):].partition('@')[0] or None
+    if name.startswith('local-dir:') or _looks_like_path(name) or Path(name).exists():
+        return None
+    import timm
+    import timm_identity  # noqa: F401  (registers the models)
+    try:
+        return timm.models.get_pretrained_cfg(name).hf_hub_id or None
+    except (RuntimeError, ValueError):
+        return None

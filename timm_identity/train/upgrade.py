@@ -3,10 +3,12 @@
 today's layout (:mod:`.run_record`): one ``run.json`` per run, each checkpoint's ``config.json`` naming it. Then
 ``export`` and ``--resume`` take it as a run of this version.
 
-The data are read again (the run's ``--data-dir``): the training set must be the one the run fingerprinted, and the
-test set's fingerprint, which the earlier layout did not keep, is recorded from them. Nothing is changed until
-everything was read and checked; the checkpoints' ``config.json`` files are rewritten first and ``run.json`` last, so
-an interrupted upgrade is finished by running it again.
+The data are read again (the run's ``--data-dir``): the training set must be the one the run fingerprinted; the test
+set, whose fingerprint the earlier layout did not keep, must have the size the run recorded and give the newest
+evaluated checkpoint the test loss and error the log recorded at its step, and its fingerprint is recorded then.
+Nothing is changed until everything was read and checked; the checkpoints' ``config.json`` files are rewritten first,
+``run.json`` next (an interrupted upgrade is finished by running it again), and the earlier ``run_config.json`` is
+removed last.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from ..integrity import torch_load_checked
 from .checkpoint import CONFIG_FILE, STATE_FILE
 from .recipes import get_recipe
 from .run_record import CHECKPOINT_RUN_KEY, new_run_record, read_run_record, write_run_record
+from .sources import base_model_id
 
 __all__ = ['upgrade_run']
 
@@ -44,14 +47,51 @@ def _old_layout(run_dir: Path) -> Tuple[Dict[str, Any], str, List[Tuple[Path, in
     return config, saved.get('data_sha256', ''), checkpoints
 
 
-def _earlier_start(run_dir: Path) -> Dict[str, Any]:
-    """What the earlier layout kept of the run's last start (its summary's command line, device, versions)."""
+def _earlier_summary(run_dir: Path) -> Dict[str, Any]:
     try:
         summary = json.loads((run_dir / 'summary.json').read_text())
     except (OSError, ValueError):
-        return {'step': 0, 'argv': None}
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def _earlier_start(summary: Dict[str, Any]) -> Dict[str, Any]:
+    """What the earlier layout kept of the run's starts: the last one's command line, device and versions."""
     return {'step': 0, 'argv': summary.get('argv'), 'device': summary.get('device'),
-            'versions': summary.get('versions'), 'note': 'recorded by the earlier layout'}
+            'versions': summary.get('versions'), 'changed': {},
+            'note': 'converted from the earlier layout, which kept only the last start'
+                    + (f' (a resume from {summary["resumed_from"]})' if summary.get('resumed_from') else '')}
+
+
+def _check_test_set(run_dir: Path, test, summary: Dict[str, Any], checkpoints: List[Tuple[Path, int]],
+                    config: Dict[str, Any]) -> None:
+    """The test set given must be the run's: the size it recorded, and the newest evaluated checkpoint's test loss
+    and error as the log recorded them at that step (the loss to 1e-4, the error within one image)."""
+    import numpy as np
+    import timm
+    import torch
+    from .evaluate import evaluate_model
+    from .run_record import log_records
+    recorded = summary.get('test_images')
+    if isinstance(recorded, int) and recorded != len(test.labels):
+        raise ValueError(f'{run_dir} was evaluated on {recorded:,} test images, the data given have '
+                         f'{len(test.labels):,}; pass the --data-dir the run was trained on')
+    logged = {r['step']: r for r in log_records(run_dir) if r.get('test_loss') is not None}
+    for ckpt, step in reversed(checkpoints):
+        if step not in logged:
+            continue
+        model = timm.create_model(f'local-dir:{ckpt.resolve()}', pretrained=True).eval()
+        cfg = model.pretrained_cfg
+        now = evaluate_model(model, torch.from_numpy(np.ascontiguousarray(test.images)),
+                             torch.from_numpy(np.asarray(test.labels, dtype=np.int64)), torch.tensor(cfg['mean']),
+                             torch.tensor(cfg['std']), config['eval_batch_size'])
+        then = logged[step]
+        if (abs(now['error'] - then['test_error']) > 100.0 / len(test.labels) + 1e-6
+                or abs(now['loss'] - then['test_loss']) > 1e-4 * max(1.0, abs(then['test_loss']))):
+            raise ValueError(f'{ckpt} has a test loss of {now["loss"]:.4f} ({now["error"]:.2f} % error) on the test '
+                             f'data given, the run logged {then["test_loss"]:.4f} ({then["test_error"]:.2f} %) at '
+                             f'step {step}: not the run\'s test set; pass the --data-dir the run was trained on')
+        return
 
 
 def upgrade_run(run_dir: Path, data_dir: str, verify_md5: bool = True) -> Path:
@@ -65,18 +105,24 @@ def upgrade_run(run_dir: Path, data_dir: str, verify_md5: bool = True) -> Path:
     if data_fingerprint(train.images, train.labels) != train_sha256:
         raise ValueError(f'{data_dir}: not the training data of {run_dir} (its sha256 differs from the one the run '
                          f'recorded); pass the --data-dir the run was trained on')
+    summary = _earlier_summary(run_dir)
+    _check_test_set(run_dir, test, summary, checkpoints, config)
     data = {'train_sha256': train_sha256, 'train_images': int(len(train.labels)),
             'test_sha256': data_fingerprint(test.images, test.labels), 'test_images': int(len(test.labels))}
     run_id = _existing_run_id(checkpoints)
-    record = new_run_record(config, data, _base_model(config.get('init_from')))
+    init_from = config.get('init_from')
+    record = new_run_record(config, data, base_model_id(init_from) if init_from else None,
+                            {'name': init_from} if init_from else None)
     record['run_id'] = run_id or record['run_id']
-    record['starts'].append(_earlier_start(run_dir))
+    record['starts'].append(_earlier_start(summary))
     for ckpt, step in checkpoints:
         hub = json.loads((ckpt / CONFIG_FILE).read_text())
         hub[CHECKPOINT_RUN_KEY] = {'id': record['run_id'], 'step': step}
         atomic_write_text(ckpt / CONFIG_FILE, json.dumps(hub, indent=2) + '\n')
         (ckpt / 'run.json').unlink(missing_ok=True)  # the earlier per-checkpoint copy of the run record
-    return write_run_record(run_dir, record)
+    path = write_run_record(run_dir, record)
+    (run_dir / 'run_config.json').unlink()  # the earlier copy of the settings, now in run.json
+    return path
 
 
 def _existing_run_id(checkpoints: List[Tuple[Path, int]]) -> Optional[str]:
@@ -86,17 +132,3 @@ def _existing_run_id(checkpoints: List[Tuple[Path, int]]) -> Optional[str]:
         if isinstance(run, dict) and isinstance(run.get('id'), str):
             return run['id']
     return None
-
-
-def _base_model(init_from: Optional[str]) -> Optional[str]:
-    """The Hub id of a registered tag or ``hf-hub:`` name the run started from (a local folder has none)."""
-    if not init_from or str(init_from).startswith('local-dir:') or Path(init_from).exists():
-        return None
-    if init_from.startswith('hf-hub:'):
-        return init_from[len('hf-hub:'):]
-    import timm
-    import timm_identity  # noqa: F401
-    try:
-        return timm.models.get_pretrained_cfg(init_from).hf_hub_id or init_from
-    except (RuntimeError, ValueError):
-        return init_from
