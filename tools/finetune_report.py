@@ -27,6 +27,8 @@ def read_run(run: Path) -> dict:
     labels, start, steps = NAME.match(run.name).groups()
     summary = json.loads((run / 'summary.json').read_text())
     record = json.loads((run / 'run.json').read_text())  # the run's settings, data and command lines
+    if summary.get('run_id') != record['run_id']:
+        raise SystemExit(f'{run}: summary.json is not of the run its run.json records (another run\'s copy?)')
     if summary['status'] != 'completed' or summary['final_step'] != int(steps):
         raise SystemExit(f'{run}: status {summary["status"]!r} at step {summary["final_step"]} of {steps}; '
                          f'rerun it (results/finetune/run.sh skips finished runs only)')

@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from ..integrity import DamagedFileError
 from ..train.cifar_trainer import NonFiniteLossError, train
-from ..train.run_record import RunRecordError, read_run_record
+from ..train.run_record import RunRecordError, log_records, read_run_record
 from .variants import model_kwargs
 
 __all__ = ['run_settings', 'run_grid', 'grid_row']
@@ -66,7 +66,7 @@ def _first_nonfinite_step(summary: Dict[str, Any]) -> Optional[int]:
 
 def grid_row(variant: str, blocks: int, summary: Dict[str, Any], run_dir: Path) -> Dict[str, Any]:
     """One table row (and the curves) from a finished run's ``summary.json`` and ``log.jsonl``."""
-    records = [json.loads(line) for line in (run_dir / 'log.jsonl').read_text().splitlines() if line.strip()]
+    records = log_records(run_dir)
     diverged = summary['status'] == 'nonfinite_loss'
     return {
         'variant': variant, 'blocks': blocks, 'status': summary['status'], 'diverged': diverged,
