@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 __all__ = ['atomic_write_text', 'atomic_savefig', 'write_json', 'new_file_mode', 'set_new_file_mode',
-           'raise_on_termination']
+           'raise_on_termination', 'missing_folders', 'remove_made_folders']
 
 
 def atomic_write_text(path: Union[str, os.PathLike], text: str, tmp_name: Optional[str] = None) -> None:
@@ -28,6 +28,25 @@ def atomic_write_text(path: Union[str, os.PathLike], text: str, tmp_name: Option
         except OSError:  # never made (a read-only folder), or already renamed
             pass
         raise
+
+
+def missing_folders(path: Union[str, os.PathLike]) -> list:
+    """The folders above ``path`` that do not exist yet, deepest first: what writing ``path`` will make, and so
+    what :func:`remove_made_folders` takes away again when that write fails."""
+    missing, folder = [], Path(path).resolve().parent
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def remove_made_folders(folders: list) -> None:
+    """Remove ``folders`` (from :func:`missing_folders`, deepest first) while they are empty."""
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            break
 
 
 def write_json(path: Union[str, os.PathLike], payload: dict) -> Path:

@@ -27,12 +27,13 @@ from typing import Any, Dict, Iterable, Optional, Union
 
 from .atomic_io import atomic_write_text
 
-__all__ = ['FILES_KEY', 'DamagedFileError', 'file_digest', 'sha256_file', 'file_record', 'record_mismatch',
-           'record_files', 'read_files_record', 'check_against_record', 'check_recorded', 'check_weights_file',
-           'torch_load_checked', 'first_line']
+__all__ = ['FILES_KEY', 'CONFIG_NAME', 'WEIGHTS_FILE', 'DamagedFileError', 'file_digest', 'sha256_file',
+           'file_record', 'record_mismatch', 'record_files', 'read_files_record', 'check_against_record',
+           'check_recorded', 'check_weights_file', 'torch_load_checked', 'first_line']
 
 FILES_KEY = 'files'
-CONFIG_NAME = 'config.json'
+CONFIG_NAME = 'config.json'        # a Hub-form folder's timm config, which holds the record
+WEIGHTS_FILE = 'model.safetensors'  # its weights
 
 PathLike = Union[str, os.PathLike]
 
@@ -148,12 +149,13 @@ def check_weights_file(path: PathLike, record_folder: Optional[PathLike] = None,
             raise DamagedFileError(f'{path}: not a readable safetensors file ({first_line(e)})') from None
 
 
-def torch_load_checked(path: PathLike, **kwargs) -> Any:
-    """``torch.load(path, weights_only=True, **kwargs)`` after :func:`check_recorded`; a damaged file or a
-    pickle that holds more than tensors and plain containers is a one-line :class:`DamagedFileError`."""
+def torch_load_checked(path: PathLike, required: bool = False, **kwargs) -> Any:
+    """``torch.load(path, weights_only=True, **kwargs)`` after checking it against the record beside it
+    (:func:`check_against_record`, ``required``: a file without one is refused too); a damaged file or a pickle
+    that holds more than tensors and plain containers is a one-line :class:`DamagedFileError`."""
     import torch
     path = Path(path)
-    check_recorded(path)
+    check_against_record(path, path.parent, required)
     try:
         return torch.load(path, weights_only=True, **kwargs)
     except pickle.UnpicklingError as e:

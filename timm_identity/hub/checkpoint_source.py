@@ -110,11 +110,8 @@ def _read_train_cifar_checkpoint(source: Source, use_ema: bool, summary: Optiona
     cfg = config_at(record, step)
     ema = use_ema and cfg['model_ema']  # an EMA file in a run without one is not the run's
     weights = ckpt / (EMA_FILE if ema else MODEL_FILE)
-    try:  # a checkpoint of this layout records its files: one without a record is not taken
-        check_weights_file(weights, required=True)
-    except DamagedFileError as e:
-        raise ExportError(str(e)) from None
-    contents = _read_hub_folder(weights, config=ckpt / CONFIG_FILE)
+    # a checkpoint of this layout records its files: one without a record is not taken
+    contents = _read_hub_folder(weights, config=ckpt / CONFIG_FILE, required=True)
     contents.tag = None  # a checkpoint's config names no tag; export derives it from the run's dataset
     run_summary = _matching_run_summary(run_dir / 'summary.json', record['run_id'], step, ckpt, strict=False)
     if summary:
@@ -167,10 +164,11 @@ def _json_object(path: Path, what: str) -> Dict[str, Any]:
     return raw
 
 
-def _read_hub_folder(weights: Path, config: Optional[Path] = None) -> CheckpointContents:
-    """Weights and model of a Hub-form folder (``config.json`` as timm's ``save_for_hf`` writes it)."""
+def _read_hub_folder(weights: Path, config: Optional[Path] = None, required: bool = False) -> CheckpointContents:
+    """Weights and model of a Hub-form folder (``config.json`` as timm's ``save_for_hf`` writes it; ``required``:
+    weights it holds no record of are refused)."""
     config = config or weights.with_name(CONFIG_FILE)
-    state_dict = _load_state_dict(weights, use_ema=False)
+    state_dict = _load_state_dict(weights, use_ema=False, required=required)
     hub = _json_object(config, 'a timm config.json')
     cfg = hub.get('pretrained_cfg') or {}
     contents = CheckpointContents(weights, state_dict, arch=hub.get('architecture'), tag=cfg.get('tag'),
@@ -235,11 +233,11 @@ def _timm_summary_of(weights: Path, epoch: Optional[int], summary: Path, weights
     return source
 
 
-def _load_state_dict(path: Path, use_ema: bool) -> Dict[str, torch.Tensor]:
+def _load_state_dict(path: Path, use_ema: bool, required: bool = False) -> Dict[str, torch.Tensor]:
     """timm's ``load_state_dict`` (safetensors, or ``torch.load(weights_only=True)`` picking ``state_dict_ema`` if
     ``use_ema`` else ``state_dict`` and stripping ``module.`` / ``_orig_mod.``), after the file's integrity check."""
     try:
-        check_weights_file(path)  # recorded size / sha256, safetensors header
+        check_weights_file(path, required=required)  # recorded size / sha256, safetensors header
         if path.suffix != '.safetensors':
             _torch_load_safe(path)  # refuses pickles that hold code, as a one-line error
         return load_state_dict(str(path), use_ema=use_ema, weights_only=True)

@@ -6,6 +6,7 @@ import re
 import sys
 from pathlib import Path
 
+from ..atomic_io import missing_folders, remove_made_folders
 from ..integrity import first_line
 from ..model_kwargs import ParseModelKwargs
 
@@ -49,15 +50,6 @@ _WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 _SAFETENSORS_WRITE = re.compile(r'while serializing: I/O error: (.*?)(?: \(os error \d+\))?$')
 
 
-def _missing_folders(path: Path) -> list:
-    """The folders above ``path`` that do not exist yet, deepest first (what the export's mkdir will make)."""
-    missing, folder = [], path.resolve().parent
-    while not folder.exists() and folder != folder.parent:
-        missing.append(folder)
-        folder = folder.parent
-    return missing
-
-
 def _export_failure(e: BaseException, output, made: list) -> str:
     """One line for an OSError or SafetensorError of ``export``; a write that failed (a full or read-only disk)
     names --output."""
@@ -83,7 +75,7 @@ def _export(args: argparse.Namespace) -> int:
 
     from .export import ExportError, export_checkpoint
     label_names = None
-    made = _missing_folders(Path(args.output)) if args.output else []
+    made = missing_folders(args.output) if args.output else []
     try:
         if args.label_names:
             with open(args.label_names, encoding='utf-8') as f:
@@ -102,11 +94,7 @@ def _export(args: argparse.Namespace) -> int:
         return 130
     except (ExportError, OSError, ValueError, SafetensorError) as e:
         # the export removed its temporary folder; remove the (empty) folders made above --output too
-        for made_folder in made:
-            try:
-                os.rmdir(made_folder)
-            except OSError:
-                break
+        remove_made_folders(made)
         message = str(e) if isinstance(e, (ExportError, ValueError)) else _export_failure(e, args.output, made)
         print(f'timm-identity export: error: {message}', file=sys.stderr)
         return 2

@@ -30,7 +30,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
-from ..integrity import check_weights_file, read_files_record
+from ..integrity import WEIGHTS_FILE, check_weights_file, read_files_record
 
 __all__ = ['HUB_ORG', 'HUB_CONFIGS_ENV', 'WEIGHTS_FILE', 'hub_repo_id', 'hub_configs_root', 'HubCopy',
            'PretrainedSource', 'resolve_pretrained', 'check_after_load', 'no_weights_error',
@@ -38,7 +38,6 @@ __all__ = ['HUB_ORG', 'HUB_CONFIGS_ENV', 'WEIGHTS_FILE', 'hub_repo_id', 'hub_con
 
 HUB_ORG = 'timm-identity'
 HUB_CONFIGS_ENV = 'TIMM_IDENTITY_HUB_CONFIGS'
-WEIGHTS_FILE = 'model.safetensors'
 # pretrained cfg keys that name where weights come from: set by the caller, they replace the tag's own source
 _SOURCE_KEYS = ('file', 'url', 'state_dict', 'hf_hub_id', 'source')
 

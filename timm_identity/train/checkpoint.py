@@ -35,7 +35,8 @@ from safetensors.torch import load_file, save_file
 
 from ..atomic_io import atomic_write_text, set_new_file_mode
 from ..integrity import (
-    FILES_KEY, DamagedFileError, check_recorded, check_weights_file, first_line, record_files, torch_load_checked,
+    CONFIG_NAME, FILES_KEY, WEIGHTS_FILE, DamagedFileError, check_recorded, check_weights_file, first_line,
+    record_files, torch_load_checked,
 )
 
 __all__ = [
@@ -45,8 +46,8 @@ __all__ = [
     'newest_intact_checkpoint', 'resume_hint', 'hub_config_writer',
 ]
 
-MODEL_FILE = 'model.safetensors'
-CONFIG_FILE = 'config.json'
+MODEL_FILE = WEIGHTS_FILE  # the Hub form's names (timm_identity.integrity): a checkpoint is such a folder
+CONFIG_FILE = CONFIG_NAME
 STATE_FILE = 'train_state.pt'
 EMA_FILE = 'model_ema.safetensors'
 LATEST = 'latest'
@@ -211,10 +212,11 @@ def resume_hint(root: PathLike, exclude: Optional[PathLike] = None) -> str:
     return f'the newest intact checkpoint is {intact.name}: resume from it with --resume {intact}'
 
 
-def load_train_state(ckpt_dir: PathLike, map_location: Optional[Union[str, torch.device]] = 'cpu') -> Dict[str, Any]:
+def load_train_state(ckpt_dir: PathLike, map_location: Optional[Union[str, torch.device]] = 'cpu',
+                     required: bool = False) -> Dict[str, Any]:
     """The training state of a checkpoint (loaded with ``weights_only=True``: tensors and containers only),
-    after checking its recorded size and sha256."""
-    return torch_load_checked(Path(ckpt_dir) / STATE_FILE, map_location=map_location)
+    after checking its recorded size and sha256 (``required``: a file without a record is refused too)."""
+    return torch_load_checked(Path(ckpt_dir) / STATE_FILE, required, map_location=map_location)
 
 
 def state_dict_mismatch(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> Optional[str]:

@@ -41,7 +41,7 @@ import torch
 from ..integrity import DamagedFileError, check_weights_file, first_line, sha256_file
 from .sources import base_model_id, resolve_source
 from .checkpoint import (
-    EMA_FILE, MODEL_FILE, STATE_FILE, atomic_write_text, hub_config_writer, load_model_weights, load_train_state,
+    EMA_FILE, MODEL_FILE, atomic_write_text, hub_config_writer, load_model_weights, load_train_state,
     recorded_weights_sha256, remove_partial_checkpoints, resume_hint, save_checkpoint,
 )
 from .config import resolve_config
@@ -198,8 +198,7 @@ def _read_resume_point(overrides: Dict[str, Any]) -> Optional[ResumePoint]:
         check_weights_file(ckpt / MODEL_FILE, required=True)
         if record['config']['model_ema']:
             check_weights_file(ckpt / EMA_FILE, required=True)
-        check_weights_file(ckpt / STATE_FILE, required=True)
-        state = load_train_state(ckpt)
+        state = load_train_state(ckpt, required=True)
     except DamagedFileError as e:
         raise DamagedFileError(f'{e}; {resume_hint(ckpt.parent, exclude=ckpt)}') from None
     if state.get('step') != step:
@@ -252,7 +251,11 @@ def _setup(overrides, resume: Optional[ResumePoint], train_split, test_split, pr
     run_dir.mkdir(parents=True, exist_ok=True)  # only now: a start that fails leaves no run folder
     lock = _lock_run_dir(run_dir)  # held until train() returns
     if resume is None:
-        _refuse_used_run_dir(run_dir, lock)  # again, now that no other process can start in it
+        try:
+            _refuse_used_run_dir(run_dir)  # again, now that no other process can start in it
+        except FileExistsError:
+            lock.close()
+            raise
     remove_partial_checkpoints(run_dir)  # of a process killed while writing one
     return Run(
         cfg=cfg, record=record, device=device, run_dir=run_dir, model=model,
@@ -559,13 +562,11 @@ def _lock_run_dir(run_dir: Path):
     return f
 
 
-def _refuse_used_run_dir(run_dir: Path, lock=None) -> None:
+def _refuse_used_run_dir(run_dir: Path) -> None:
     """A new run needs a folder that holds no run: a record, a checkpoint, or a log of a run that stopped
     before its first checkpoint (``run_config.json``: a run of an older layout)."""
     used = [name for name in ('run.json', 'checkpoints', 'log.jsonl', 'run_config.json') if (run_dir / name).exists()]
     if used:
-        if lock is not None:
-            lock.close()
         hint = (f'convert it with {upgrade_hint(run_dir)}, then pass --resume {run_dir} to continue it, or '
                 if 'run_config.json' in used else f'pass --resume {run_dir} to continue it or '
                 if 'checkpoints' in used else '')

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-from ..atomic_io import atomic_write_text
+from ..atomic_io import atomic_write_text, missing_folders, remove_made_folders
 from ..cli_args import finite_float, positive_float, positive_int, writable_dir
 from ..model_kwargs import parse_model_kwargs
 from .cifar_trainer import NonFiniteLossError, train
@@ -259,20 +258,12 @@ def _write_output(path: Path, text: str) -> None:
     """``text`` at ``path`` through a temporary file renamed into place (folders made as needed); on failure (a
     full or read-only disk) ValueError naming the file, and neither a partial file nor the temporary one nor a
     folder made here is left behind."""
-    made = []
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        made.append(folder)
-        folder = folder.parent
+    made = missing_folders(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, text)
     except OSError as e:
-        for folder in made:  # deepest first; only the empty folders this call made
-            try:
-                os.rmdir(folder)
-            except OSError:
-                break
+        remove_made_folders(made)  # only the empty folders this call made
         raise ValueError(f'--output {path}: cannot write it ({e.strerror or e}); nothing was written') from None
 
 
