@@ -20,7 +20,8 @@ from .integrity import DamagedFileError
 from .models.allconv_resnet import AllConvResNet
 from .models.residual_block import AllConvResidualBlock
 
-__all__ = ['PAPER_NUMBERS', 'ArchSummary', 'summarize', 'block_residual_ratios', 'format_report', 'add_parser']
+__all__ = ['PAPER_NUMBERS', 'ArchSummary', 'summarize', 'training_flops_per_image', 'block_residual_ratios',
+           'format_report', 'add_parser']
 
 # What the paper says about each registered architecture, for the side-by-side column.
 PAPER_NUMBERS: Dict[str, Dict[str, object]] = {
@@ -76,6 +77,20 @@ def _count_macs(model: nn.Module, x: torch.Tensor) -> int:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x)
     return counter.get_total_flops() // 2
+
+
+def training_flops_per_image(model: nn.Module, input_size: Sequence[int], batch_size: int = 2) -> float:
+    """FLOPs of one training image: forward and backward of a cross-entropy loss (weight and input gradients
+    wherever autograd computes them), counted by torch's own FLOP counter on a batch of ``batch_size`` and divided
+    by it. The optimizer update and the data augmentation are left out (they are elementwise, and small). The
+    model is left in training mode with its gradients cleared."""
+    model.train()
+    x = torch.randn(batch_size, *input_size)
+    with FlopCounterMode(display=False) as counter:
+        logits = model(x)
+        nn.functional.cross_entropy(logits.float(), torch.zeros(batch_size, dtype=torch.long)).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / batch_size
 
 
 def summarize(model_name: str, input_size: Optional[Sequence[int]] = None, **model_kwargs) -> ArchSummary:

@@ -100,13 +100,31 @@ def train_cifar_source(record: Dict[str, Any], records: List[Dict[str, Any]], st
     epochs = step * cfg['batch_size'] / record['data']['train_images']
     training = train_cifar_record(cfg, step, epochs, start.get('argv'), status, resumed=start.get('step', 0) > 0)
     training.eval_split, training.eval_images = 'test', record['data']['test_images']
-    details: Dict[str, Any] = {}
+    details: Dict[str, Any] = {'training compute': training_compute(cfg, record, step)}
     at_step = next((r for r in records if r['step'] == step), None)
     if at_step is not None and isinstance(at_step.get('wall_time_s'), (int, float)):
         details['training wall time'] = f'{at_step["wall_time_s"]:,.0f} s'
     if start.get('device'):
         details['training device'] = start['device']
     return TrainingSummary(metrics, details, training, {})
+
+
+def training_compute(cfg: Dict[str, Any], record: Dict[str, Any], step: int) -> str:
+    """Images seen up to ``step`` and their training FLOPs (forward + backward of the run's model, counted by
+    torch's FLOP counter: timm_identity.report.training_flops_per_image; a frozen backbone gets no weight
+    gradients), for the card."""
+    import timm
+    from timm_identity.data.cifar import NUM_CLASSES
+    from timm_identity.report import training_flops_per_image
+    model = timm.create_model(cfg['model'], num_classes=NUM_CLASSES[(cfg['dataset'], cfg['label_type'])],
+                              **cfg['model_kwargs'])
+    if cfg.get('freeze_backbone'):
+        for name, param in model.named_parameters():
+            param.requires_grad_(name.startswith('fc.'))
+    flops = training_flops_per_image(model, (3, 32, 32))
+    images = step * cfg['batch_size']
+    return (f'{images:,} images seen x {flops / 1e9:.4f} GFLOP per image (forward + backward, torch '
+            f'FlopCounterMode) = {images * flops / 1e12:,.1f} TFLOP')
 
 
 def merge_same_point(metrics: List[Metric]) -> List[Metric]:

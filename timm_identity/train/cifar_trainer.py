@@ -46,7 +46,8 @@ from .checkpoint import (
 )
 from .config import resolve_config
 from .device import configure_backend, device_name, resolve_device, software_versions
-from .device_data import DeviceCifarTrain, channel_stats
+from ..models.stem_init import whiten_conv_
+from .device_data import DeviceCifarTrain, channel_stats, normalize_uint8
 from .evaluate import evaluate_model
 from .plots import plot_curves
 from .run_record import config_at, log_records, new_run_record, run_of_checkpoint, upgrade_hint, write_run_record
@@ -241,6 +242,8 @@ def _setup(overrides, resume: Optional[ResumePoint], train_split, test_split, pr
 
     model = _build_model(cfg, len(train_split.classes), device, resume)
     _check_model_takes_data(model, test_images, cfg)
+    if cfg['stem_init'] == 'whiten' and resume is None:
+        _whiten_stem(model, train_split.images, mean, std, device)
     if cfg['channels_last']:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg)  # before the run folder: a bad --opt leaves nothing behind
@@ -323,6 +326,20 @@ def _build_model(cfg: Dict[str, Any], num_classes: int, device: torch.device,
             raise ValueError('--freeze-backbone leaves nothing to train: the fixed random projection head has no '
                              'parameters; pass --model-kwargs head=linear for a trainable classifier')
     return model.to(device)
+
+
+WHITEN_IMAGES = 5000  # the first training images, as airbench's whitening layer takes
+
+
+def _whiten_stem(model: torch.nn.Module, images: np.ndarray, mean, std, device: torch.device) -> None:
+    """``--stem-init whiten``: the stem's filters from the first :data:`WHITEN_IMAGES` training images,
+    normalised as training normalises them (timm_identity.models.stem_init.whiten_conv_)."""
+    stem = getattr(model, 'stem', None)
+    if not isinstance(stem, torch.nn.Conv2d):
+        raise ValueError(f'--stem-init whiten needs a model whose first layer is a conv named stem; '
+                         f'{type(model).__name__} has none')
+    x = torch.from_numpy(np.ascontiguousarray(images[:WHITEN_IMAGES])).to(device)
+    whiten_conv_(stem, normalize_uint8(x, torch.tensor(mean, device=device), torch.tensor(std, device=device)))
 
 
 def _init_weights(cfg: Dict[str, Any]) -> Optional[Dict[str, Any]]:

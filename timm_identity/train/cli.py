@@ -14,6 +14,7 @@ from ..model_kwargs import parse_model_kwargs
 from .cifar_trainer import NonFiniteLossError, train
 from .evaluate import evaluate_checkpoint
 from .recipes import RECIPES
+from .config import STEM_INITS
 from .step import CLIP_MODES
 
 __all__ = ['add_parser']
@@ -80,6 +81,10 @@ def _add_train_parser(subparsers) -> argparse.ArgumentParser:
                         'classes differs (--model-kwargs head=linear for a trainable one)')
     g.add_argument('--freeze-backbone', action='store_const', const=True, default=None,
                    help='with --init-from: train the classifier only (a linear probe; needs head=linear)')
+    g.add_argument('--stem-init', choices=STEM_INITS,
+                   help="how the first conv starts: 'model' (default: the model's own init) or 'whiten' (its "
+                        "filters = the leading principal directions of 3x3 patches of 5,000 training images, each "
+                        "scaled to unit variance: a data-dependent init, not a normalisation)")
     g.add_argument('--model-kwargs', nargs='*', metavar='KEY=VALUE',
                    help='extra timm.create_model arguments, e.g. depths="(1,1,1)" widths="(8,16,32)" stem_chs=8')
     g = p.add_argument_group('recipe (defaults: the chosen --recipe)')

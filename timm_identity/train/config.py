@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterable, Optional
 from .recipes import RECIPE_KEYS, get_recipe
 from .step import CLIP_MODES
 
-__all__ = ['RUNTIME_DEFAULTS', 'STRICT_KEYS', 'resolve_config', 'check_config']
+__all__ = ['RUNTIME_DEFAULTS', 'STRICT_KEYS', 'STEM_INITS', 'resolve_config', 'check_config']
 
 # settings that are not part of a recipe; None means "decided at run time" (see resolve_config)
 RUNTIME_DEFAULTS: Dict[str, Any] = dict(
@@ -25,6 +25,7 @@ RUNTIME_DEFAULTS: Dict[str, Any] = dict(
     model_kwargs={},
     init_from=None,          # a timm name with weights (tag, local-dir:DIR, hf-hub:ID): a warm start (fine-tuning)
     freeze_backbone=False,   # with init_from: train the classifier only (a linear probe; needs head='linear')
+    stem_init='model',       # 'model': the stem as the model inits it; 'whiten': patch whitening from the data
     seed=0,
     log_every=100,
     checkpoint_every=None,   # None: at every evaluation
@@ -44,11 +45,14 @@ RUNTIME_DEFAULTS: Dict[str, Any] = dict(
     clip_mode='norm',        # timm's dispatch_clip_grad: 'norm' (total L2 norm), 'value', 'agc' (NFNet's ratio)
 )
 
+# --stem-init: how the first conv starts ('whiten': timm_identity.models.stem_init.whiten_conv_ on training images)
+STEM_INITS = ('model', 'whiten')
+
 # what a resumed run may not change: everything that changes what is computed
 # (``steps`` may change: it extends or shortens the run; for the cosine schedule that changes its shape)
 STRICT_KEYS = tuple(k for k in RECIPE_KEYS if k not in ('eval_every', 'steps')) + (
     'recipe', 'dataset', 'label_type', 'model', 'model_kwargs', 'seed', 'init_from', 'freeze_backbone', 'clip_grad',
-    'clip_mode')
+    'clip_mode', 'stem_init')
 
 
 def _normalise(value):
@@ -148,6 +152,11 @@ def check_config(cfg: Dict[str, Any], given: Iterable[str] = ()) -> None:
                          f"with --dataset cifar100")
     if cfg['freeze_backbone'] and not cfg['init_from']:
         raise ValueError('--freeze-backbone trains the classifier of pretrained weights: pass --init-from too')
+    if cfg['stem_init'] not in STEM_INITS:
+        raise ValueError(f"--stem-init must be one of {STEM_INITS}, got {cfg['stem_init']!r}")
+    if cfg['stem_init'] != 'model' and cfg['init_from']:
+        raise ValueError(f"--stem-init {cfg['stem_init']} inits a new model's stem; --init-from brings its own "
+                         f"(trained) stem: leave one of them out")
     if cfg['dataset'] not in ('cifar10', 'cifar100'):
         raise ValueError(f"dataset must be 'cifar10' or 'cifar100', got {cfg['dataset']!r}")
     decay_steps = cfg['decay_steps']
