@@ -44,7 +44,8 @@ def test_registry_lists_models_and_tags():
                                             'allconv_resnet_imagenet']
     assert timm.list_models('allconv*', include_tags=True) == [
         'allconv_resnet_cifar.cifar10', 'allconv_resnet_cifar.cifar100', 'allconv_resnet_cifar_w16_d3.cifar10',
-        'allconv_resnet_cifar_w16_d3.cifar100', 'allconv_resnet_imagenet.in1k']
+        'allconv_resnet_cifar_w16_d3.cifar100', 'allconv_resnet_cifar_w16_d3.speedrun_cifar10',
+        'allconv_resnet_cifar_w16_d3.speedrun_cifar100', 'allconv_resnet_imagenet.in1k']
     # hub_configs/ holds a folder (the Hub repo's form) for exactly the tags that ship weights
     folders = sorted(p.name for p in hub_configs_dir().iterdir() if p.is_dir() and not p.name.startswith(('.', '_')))
     assert folders == timm.list_pretrained('allconv*')

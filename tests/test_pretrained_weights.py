@@ -24,8 +24,9 @@ from timm_identity.pretrained.tags import HUB_CONFIGS_ENV, hub_repo_id
 
 # the package's own tag folders (hub_configs_root() follows $TIMM_IDENTITY_HUB_CONFIGS, which tests here set)
 PACKAGE = Path(str(resources.files('timm_identity.hub_configs')))
-SHIPPED = ['allconv_resnet_cifar_w16_d3.cifar10', 'allconv_resnet_cifar_w16_d3.cifar100']
-TAG, OTHER = SHIPPED
+SHIPPED = ['allconv_resnet_cifar_w16_d3.cifar10', 'allconv_resnet_cifar_w16_d3.cifar100',
+           'allconv_resnet_cifar_w16_d3.speedrun_cifar10', 'allconv_resnet_cifar_w16_d3.speedrun_cifar100']
+TAG, OTHER = SHIPPED[:2]
 REPO = hub_repo_id(TAG)
 
 
@@ -65,7 +66,8 @@ def _same_weights(model, path):
 def test_registry_is_code():
     assert timm.list_models('allconv*', include_tags=True) == [
         'allconv_resnet_cifar.cifar10', 'allconv_resnet_cifar.cifar100', 'allconv_resnet_cifar_w16_d3.cifar10',
-        'allconv_resnet_cifar_w16_d3.cifar100', 'allconv_resnet_imagenet.in1k']
+        'allconv_resnet_cifar_w16_d3.cifar100', 'allconv_resnet_cifar_w16_d3.speedrun_cifar10',
+        'allconv_resnet_cifar_w16_d3.speedrun_cifar100', 'allconv_resnet_imagenet.in1k']
     assert timm.list_pretrained('allconv*') == SHIPPED
     for name in timm.list_models('allconv*', include_tags=True):
         cfg = timm.models.get_pretrained_cfg(name)
@@ -105,7 +107,7 @@ def test_import_reads_no_file(tmp_path, monkeypatch):
         assert proc.returncode == 0 and not proc.stderr.strip(), proc.stderr
         out = json.loads(proc.stdout.strip().splitlines()[-1])
         assert out['seen'] == [], out['seen']
-        assert len(out['names']) == 5 and out['pretrained'] == SHIPPED
+        assert len(out['names']) == 7 and out['pretrained'] == SHIPPED
         assert out['mean'] == [0.4913996786199794, 0.48215840840152385, 0.44653091445986]
     # ... and with the garbage as hub_configs, the tags build; pretrained=True reads the tag's folder only
     shutil.copy(PACKAGE / TAG / 'model.safetensors', garbage / TAG)

@@ -47,14 +47,14 @@ def test_whiten_refuses_what_it_cannot_whiten():
 def test_train_cifar_whitens_the_stem_from_its_training_images(tmp_path):
     train_split, test_split = learnable_split(64, seed=0), learnable_split(16, seed=1)
     run = tmp_path / 'run'
-    train(tiny_overrides(run, steps=1, lr=0.0, warmup_steps=0, stem_init='whiten', checkpoint_every=1),
-          train_split, test_split)  # lr 0: the checkpoint holds the init
+    train(tiny_overrides(run, steps=1, lr=1e-12, warmup_steps=0, stem_init='whiten', checkpoint_every=1),
+          train_split, test_split)  # one update at lr 1e-12: the checkpoint holds the init
     saved = load_file(str(run / 'checkpoints' / 'step_00000001' / 'model.safetensors'))['stem.weight']
     expected = timm.create_model('allconv_resnet_cifar', num_classes=10, **TINY_MODEL_KWARGS).stem
     mean, std = channel_stats(train_split.images)
     whiten_conv_(expected, normalize_uint8(torch.from_numpy(train_split.images[:WHITEN_IMAGES]),
                                            torch.tensor(mean), torch.tensor(std)))
-    assert torch.allclose(saved, expected.weight.detach(), atol=1e-6)
+    assert torch.allclose(saved, expected.weight.detach(), atol=1e-5)
     assert json.loads((run / 'run.json').read_text())['config']['stem_init'] == 'whiten'
 
 

@@ -368,6 +368,19 @@ default_cfgs = generate_default_cfgs({
         std=(0.2673342858768462, 0.25643846292681316, 0.2761504713242233),
         description='allconv_resnet_cifar_w16_d3 (timm-identity) trained on CIFAR-100 with timm-identity train-cifar; '
                     '36,000 optimizer steps of 36,000 planned (92.16 epochs).'),
+    'allconv_resnet_cifar_w16_d3.speedrun_cifar10': _cfg(
+        hf_hub_id=hub_repo_id('allconv_resnet_cifar_w16_d3.speedrun_cifar10'),
+        mean=(0.4913996786199794, 0.48215840840152385, 0.44653091445986),  # the training set's, measured
+        std=(0.24703223245077033, 0.243485128001932, 0.2615878417312586),
+        description='allconv_resnet_cifar_w16_d3 (timm-identity) trained on CIFAR-10 with timm-identity train-cifar; '
+                    '11,280 optimizer steps of 11,280 planned (28.88 epochs).'),
+    'allconv_resnet_cifar_w16_d3.speedrun_cifar100': _cfg(
+        hf_hub_id=hub_repo_id('allconv_resnet_cifar_w16_d3.speedrun_cifar100'),
+        num_classes=100, label_names=CIFAR100_CLASSES,
+        mean=(0.5070751592421798, 0.4865488733235422, 0.44091784338387335),  # the training set's, measured
+        std=(0.2673342858768462, 0.25643846292681316, 0.2761504713242233),
+        description='allconv_resnet_cifar_w16_d3 (timm-identity) trained on CIFAR-100 with timm-identity train-cifar; '
+                    '11,280 optimizer steps of 11,280 planned (28.88 epochs).'),
     'allconv_resnet_imagenet.in1k': _cfg(
         num_classes=1000, label_names=None, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
         mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
