@@ -23,3 +23,5 @@ screen w32_d1 2579 --model-kwargs 'widths=(32,64,128)' 'depths=(1,1,1)'   # 0.25
 screen ls0.2_ema 2730 --label-smoothing 0.2 --model-ema --model-ema-decay 0.999
 screen lr0.2_agc 2730 --lr 0.2 --clip-grad 0.04 --clip-mode agc
 screen lr0.15 2730 --lr 0.15
+screen fixup_lr0.2 2730 --lr 0.2 --model-kwargs init=fixup            # Fixup: made to train without BN at BN's lr
+screen gate_lr0.2 2730 --lr 0.2 --model-kwargs branch_gate=True       # SkipInit: each branch gated by a scalar from 0
