@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -20,8 +20,8 @@ from .integrity import DamagedFileError
 from .models.allconv_resnet import AllConvResNet
 from .models.residual_block import AllConvResidualBlock
 
-__all__ = ['PAPER_NUMBERS', 'ArchSummary', 'summarize', 'training_flops_per_image', 'block_residual_ratios',
-           'format_report', 'add_parser']
+__all__ = ['PAPER_NUMBERS', 'ArchSummary', 'summarize', 'training_flops_per_image', 'run_flops_per_image',
+           'block_residual_ratios', 'format_report', 'add_parser']
 
 # What the paper says about each registered architecture, for the side-by-side column.
 PAPER_NUMBERS: Dict[str, Dict[str, object]] = {
@@ -91,6 +91,18 @@ def training_flops_per_image(model: nn.Module, input_size: Sequence[int], batch_
         nn.functional.cross_entropy(logits.float(), torch.zeros(batch_size, dtype=torch.long)).backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops() / batch_size
+
+
+def run_flops_per_image(cfg: Dict[str, Any]) -> float:
+    """:func:`training_flops_per_image` of the model a ``train-cifar`` run trained (its ``run.json`` config: model,
+    model kwargs, dataset and label type; a frozen backbone gets no weight gradients)."""
+    from .data.cifar import NUM_CLASSES
+    model = timm.create_model(cfg['model'], num_classes=NUM_CLASSES[(cfg['dataset'], cfg['label_type'])],
+                              **cfg['model_kwargs'])
+    if cfg.get('freeze_backbone'):
+        for name, param in model.named_parameters():
+            param.requires_grad_(name.startswith('fc.'))
+    return training_flops_per_image(model, (3, 32, 32))
 
 
 def summarize(model_name: str, input_size: Optional[Sequence[int]] = None, **model_kwargs) -> ArchSummary:

@@ -22,9 +22,7 @@ from typing import List, Optional
 def _train_cifar_run(run: Path) -> dict:
     """One of our runs: settings (run.json), evaluations and speed (log.jsonl), how it ended (summary.json), and
     its flip-TTA evaluation (flip.json, written by run.sh) if present."""
-    import timm
-    import timm_identity  # noqa: F401  (registers the models)
-    from timm_identity.report import training_flops_per_image
+    from timm_identity.report import run_flops_per_image
     record = json.loads((run / 'run.json').read_text())
     summary = json.loads((run / 'summary.json').read_text())
     if summary['run_id'] != record['run_id'] or summary['status'] != 'completed':
@@ -39,8 +37,6 @@ def _train_cifar_run(run: Path) -> dict:
         if r.get(key) is not None:
             curve.append({'images': r['step'] * cfg['batch_size'], 'train_time_s': seconds,
                           'test_acc': 1 - r[key] / 100})
-    classes = 100 if cfg['dataset'] == 'cifar100' else 10
-    model = timm.create_model(cfg['model'], num_classes=classes, **cfg['model_kwargs'])
     flip = json.loads((run / 'flip.json').read_text()) if (run / 'flip.json').is_file() else None
     if flip is not None and abs(flip['top1'] - 100 * curve[-1]['test_acc']) > 0.05:  # same weights, same view
         raise SystemExit(f'{run}/flip.json: its single-view top-1 {flip["top1"]:.2f} % is not the run\'s final '
@@ -51,7 +47,7 @@ def _train_cifar_run(run: Path) -> dict:
                 amp=cfg['amp'], device=record['starts'][0]['device'], images=curve[-1]['images'],
                 train_time_s=curve[-1]['train_time_s'], test_acc=curve[-1]['test_acc'],
                 test_acc_tta=(flip['flip_top1'] / 100 if flip else None), tta='flip' if flip else None,
-                flops_per_image=training_flops_per_image(model, (3, 32, 32)), curve=curve,
+                flops_per_image=run_flops_per_image(cfg), curve=curve,
                 command=' '.join(['timm-identity', *record['starts'][0]['argv'][1:]]))
 
 
@@ -118,9 +114,7 @@ def verdicts(runs: List[dict], minutes: List[float], tflops: List[float]) -> str
 
 def screen_table(root: Path) -> str:
     """The screens (screen.sh): each run's settings that differ from the run named ``base``, and how it ended."""
-    import timm
-    import timm_identity  # noqa: F401  (registers the models)
-    from timm_identity.report import training_flops_per_image
+    from timm_identity.report import run_flops_per_image
     from timm_identity.train.config import RUNTIME_DEFAULTS
     runs = {d.name: d for d in sorted(root.iterdir()) if (d / 'run.json').is_file()}
     if 'base' not in runs:
@@ -135,7 +129,6 @@ def screen_table(root: Path) -> str:
         # a setting added since a run was made is the default it then had (as --resume reads it)
         changed = ', '.join(f'{k} {cfg[k]}' for k in cfg if k not in same
                             and cfg[k] != base.get(k, RUNTIME_DEFAULTS.get(k))) or '-'
-        model = timm.create_model(cfg['model'], num_classes=10, **cfg['model_kwargs'])
         images = summary['steps'] * cfg['batch_size']  # up to its last log point (a diverged run stops early)
         ended = (f"**{100 - summary['final_test_error']:.2f} %**" if summary['status'] == 'completed'
                  else f"{summary['status']}: {summary['message'].split(';')[0]}")
@@ -143,7 +136,7 @@ def screen_table(root: Path) -> str:
             ended += f" (EMA {100 - summary['final_ema_test_error']:.2f} %)"
         ips = summary['images_per_s_median']
         rows.append(f"| {name} | {changed} | {images:,} | "
-                    f"{images * training_flops_per_image(model, (3, 32, 32)) / 1e12:.0f} | "
+                    f"{images * run_flops_per_image({**RUNTIME_DEFAULTS, **cfg}) / 1e12:.0f} | "
                     f"{summary['wall_time_s'] / 60:.1f} | {f'{ips:,.0f}' if ips else '-'} | {ended} |")
     return '\n'.join(rows) + '\n'
 

@@ -113,15 +113,8 @@ def training_compute(cfg: Dict[str, Any], record: Dict[str, Any], step: int) -> 
     """Images seen up to ``step`` and their training FLOPs (forward + backward of the run's model, counted by
     torch's FLOP counter: timm_identity.report.training_flops_per_image; a frozen backbone gets no weight
     gradients), for the card."""
-    import timm
-    from timm_identity.data.cifar import NUM_CLASSES
-    from timm_identity.report import training_flops_per_image
-    model = timm.create_model(cfg['model'], num_classes=NUM_CLASSES[(cfg['dataset'], cfg['label_type'])],
-                              **cfg['model_kwargs'])
-    if cfg.get('freeze_backbone'):
-        for name, param in model.named_parameters():
-            param.requires_grad_(name.startswith('fc.'))
-    flops = training_flops_per_image(model, (3, 32, 32))
+    from timm_identity.report import run_flops_per_image
+    flops = run_flops_per_image(cfg)
     images = step * cfg['batch_size']
     return (f'{images:,} images seen x {flops / 1e9:.4f} GFLOP per image (forward + backward, torch '
             f'FlopCounterMode) = {images * flops / 1e12:,.1f} TFLOP')
